@@ -1,0 +1,234 @@
+"""`llmwatch`: the one console script.
+
+    llmwatch up [--port 3000] [--redis-url URL]     every service in one process (+ embedded Redis)
+    llmwatch serve <target> [--host] [--port]        one service, as compose runs it
+    llmwatch targets                                 what `serve` can run
+    llmwatch apps add NAME | apps list               the LLMonitor app registry
+    llmwatch send [--url URL]                        post the sample events to a running stack
+    llmwatch tail [-n N] [--follow]                  print what landed in the event stream(s)
+
+Signals belong here, never to a service: uvicorn handles SIGINT/SIGTERM and runs the lifespan
+shutdown, which stops every background loop after its current batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from shared import logging as shared_logging
+from shared.redis_server import EmbeddedRedis, RedisServerNotFound
+from shared.settings import Settings, load_settings
+
+log = logging.getLogger("llmwatch")
+
+URL_FILE = "redis.url"  # where `llmwatch up` leaves its embedded Redis URL for other commands
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    from services.targets import ALL, DESCRIPTIONS, FACTORIES
+
+    p = argparse.ArgumentParser(prog="llmwatch", description="LLM activity events, live.")
+    sub = p.add_subparsers(title="commands", metavar="<command>")
+
+    up = sub.add_parser("up", help="run every service in one process on one port")
+    up.add_argument("--host")
+    up.add_argument("--port", type=int)
+    up.add_argument("--redis-url", help="use this Redis instead of starting an embedded one")
+    up.set_defaults(func=_cmd_up)
+
+    targets_help = "; ".join(f"{n}: {DESCRIPTIONS[n]}" for n in [*FACTORIES, ALL])
+    serve = sub.add_parser("serve", help="run one service (as compose does)", description=targets_help)
+    serve.add_argument("target", choices=[*FACTORIES, ALL])
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--redis-url")
+    serve.set_defaults(func=_cmd_serve)
+
+    tg = sub.add_parser("targets", help="list the targets `serve` accepts")
+    tg.set_defaults(func=lambda _a: print("\n".join(f"{n:<11} {DESCRIPTIONS[n]}" for n in [*FACTORIES, ALL])))
+
+    apps = sub.add_parser("apps", help="LLMonitor app registry")
+    apps_sub = apps.add_subparsers(title="apps commands", metavar="<apps command>")
+    add = apps_sub.add_parser("add", help="register an app; prints its new id")
+    add.add_argument("name")
+    add.add_argument("--redis-url")
+    add.set_defaults(func=_cmd_apps_add)
+    ls = apps_sub.add_parser("list", help="list registered apps")
+    ls.add_argument("--redis-url")
+    ls.set_defaults(func=_cmd_apps_list)
+
+    send = sub.add_parser("send", help="post the sample events (both formats) to a running stack")
+    send.add_argument("--url", default="http://127.0.0.1:3000")
+    send.add_argument("--token", help="ingest token (LLMWATCH_INGEST_TOKEN), if the stack needs one")
+    send.add_argument("--admin-token", help="admin token, to register the demo app")
+    send.set_defaults(func=_cmd_send)
+
+    tail = sub.add_parser("tail", help="print the newest events in the event stream(s)")
+    tail.add_argument("-n", "--count", type=int, default=20)
+    tail.add_argument("-f", "--follow", action="store_true")
+    tail.add_argument("--redis-url")
+    tail.set_defaults(func=_cmd_tail)
+    return p
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name in ("host", "port", "redis_url"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return load_settings(**overrides)
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    shared_logging.setup(settings.log_level)
+    if settings.redis_url:
+        return _run("all", settings)
+    try:
+        server = EmbeddedRedis(settings.data_dir, appendfsync=settings.redis_appendfsync)
+        server.start()
+    except (RedisServerNotFound, RuntimeError) as exc:
+        print(f"llmwatch: {exc}", file=sys.stderr)
+        return 1
+    url_file = settings.data_dir / URL_FILE
+    url_file.write_text(server.url)
+    log.info("embedded redis-server on %s (data in %s)", server.url, settings.data_dir.resolve())
+    try:
+        return _run("all", settings.model_copy(update={"redis_url": server.url}))
+    finally:
+        url_file.unlink(missing_ok=True)
+        server.stop()
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    shared_logging.setup(settings.log_level)
+    if not settings.redis_url:
+        print("llmwatch serve: set REDIS_URL (or --redis-url); `llmwatch up` starts its own Redis",
+              file=sys.stderr)
+        return 2
+    return _run(args.target, settings)
+
+
+def _run(target: str, settings: Settings) -> int:
+    import uvicorn
+
+    from services.targets import create_app
+
+    exit_code = 0
+    server: uvicorn.Server | None = None
+
+    def on_fatal(task: str, exc: BaseException) -> None:
+        nonlocal exit_code
+        log.critical("background task %s died, stopping: %r", task, exc, exc_info=exc)
+        exit_code = 1
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, target, on_fatal=on_fatal)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        http="httptools",
+        lifespan="on",
+        log_config=None,  # ours, from shared.logging
+        access_log=False,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=5,
+        limit_concurrency=max(settings.sse_max_streams + 1000, 2000),
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the signal it caught once it has shut down; turn SIGTERM into SystemExit
+    # (as SIGINT already is KeyboardInterrupt) so `finally` blocks, e.g. stopping Redis, still run.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    log.info("llmwatch %s listening on http://%s:%d", target, settings.host, settings.port)
+    server.run()
+    if not server.started and exit_code == 0:
+        exit_code = 1  # e.g. port in use, or a lifespan start-up hook failed
+    return exit_code
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _redis_url(args: argparse.Namespace) -> str:
+    settings = _settings(args)
+    if settings.redis_url:
+        return settings.redis_url
+    url_file = Path(settings.data_dir) / URL_FILE
+    if url_file.exists():
+        return url_file.read_text().strip()
+    raise SystemExit("llmwatch: no Redis to talk to: set REDIS_URL, or start `llmwatch up` first")
+
+
+def _with_redis(args: argparse.Namespace, fn: Any) -> Any:
+    from shared.redis import connect
+
+    async def go() -> Any:
+        settings = _settings(args)
+        redis = connect(settings, url=_redis_url(args))
+        try:
+            return await fn(redis, settings)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(go())
+
+
+def _cmd_apps_add(args: argparse.Namespace) -> int:
+    from services.ingest.apps import add_app
+
+    app = _with_redis(args, lambda r, _s: add_app(r, args.name))
+    print(app["id"])
+    return 0
+
+
+def _cmd_apps_list(args: argparse.Namespace) -> int:
+    from services.ingest.apps import list_apps
+
+    for app in _with_redis(args, lambda r, _s: list_apps(r)):
+        print(f"{app['id']}\t{app['name']}\t{app['created_at']}")
+    return 0
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    from services.sender import send_samples
+
+    return send_samples(args.url, token=args.token, admin_token=args.admin_token)
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    from services.tail import tail
+
+    try:
+        _with_redis(args, lambda r, s: tail(r, s.partitions, args.count, args.follow))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

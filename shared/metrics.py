@@ -1,0 +1,74 @@
+"""Prometheus plumbing shared by every service: a per-app registry, HTTP metrics, exposition.
+
+Each app owns a `CollectorRegistry` (not the global one), so `llmwatch up` exposes every service's
+metrics on one `/metrics` while tests can build many apps in one process.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import (
+    CollectorRegistry,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+def new_registry() -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
+
+
+def render(registry: CollectorRegistry) -> tuple[bytes, str]:
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class HttpMetricsMiddleware:
+    """Request duration by method, route template and status. SSE streams are skipped: their
+    duration is the connection's life, which has its own gauges in the stream gateway."""
+
+    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
+        self.app = app
+        self.duration = Histogram(
+            "llmwatch_http_request_duration_seconds",
+            "HTTP request duration",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        streaming = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, streaming
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for name, value in message.get("headers", ()):
+                    if name == b"content-type" and value.startswith(b"text/event-stream"):
+                        streaming = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            if not streaming:
+                route = scope.get("route")
+                template = getattr(route, "path", None) or "unmatched"
+                self.duration.labels(scope["method"], template, str(status)).observe(
+                    time.perf_counter() - start
+                )
