@@ -48,12 +48,20 @@ def require_binary(name: str, *candidates: str) -> str:
 
 
 def _docker_redis() -> Any:
+    if not (os.environ.get("DOCKER_HOST") or os.path.exists("/var/run/docker.sock")):
+        return None
     try:
         import docker  # type: ignore[import-untyped]
 
-        docker.from_env(timeout=2).ping()
+        client = docker.from_env(timeout=2)
     except Exception:  # noqa: BLE001 - no engine: fall back to the embedded server
         return None
+    try:
+        client.ping()
+    except Exception:  # noqa: BLE001
+        return None
+    finally:
+        client.close()
     from testcontainers.redis import RedisContainer  # type: ignore[import-untyped]
 
     container = RedisContainer("redis:7.4-alpine")
