@@ -6,6 +6,7 @@
     llmwatch apps add NAME | apps list               the LLMonitor app registry
     llmwatch send [--url URL]                        post the sample events to a running stack
     llmwatch tail [-n N] [--follow]                  print what landed in the event stream(s)
+    llmwatch topology [--ingest N] [--port 3000]     the compose topology without Docker
 
 Signals belong here, never to a service: uvicorn handles SIGINT/SIGTERM and runs the lifespan
 shutdown, which stops every background loop after its current batch.
@@ -86,6 +87,10 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("-f", "--follow", action="store_true")
     tail.add_argument("--redis-url")
     tail.set_defaults(func=_cmd_tail)
+
+    from services import topology  # the compose stack as local processes (nginx, prometheus)
+
+    topology.register(sub)
     return p
 
 
@@ -217,7 +222,15 @@ def _cmd_apps_list(args: argparse.Namespace) -> int:
 def _cmd_send(args: argparse.Namespace) -> int:
     from services.sender import send_samples
 
-    return send_samples(args.url, token=args.token, admin_token=args.admin_token)
+    # Tokens default to this shell's LLMWATCH_* settings, so `send` works against a stack
+    # started from the same environment.
+    settings = _settings(args)
+    return send_samples(
+        args.url,
+        token=args.token or settings.secret("ingest_token"),
+        admin_token=args.admin_token or settings.secret("admin_token"),
+        hmac_secret=settings.secret("ingest_hmac_secret"),
+    )
 
 
 def _cmd_tail(args: argparse.Namespace) -> int:

@@ -69,6 +69,12 @@ class Unprocessable(LlmwatchError):
     status, title = 422, "Unprocessable Content"
 
 
+class RequestTimeout(LlmwatchError):
+    """The body did not arrive in time (a trickled, slowloris-style upload)."""
+
+    status, title = 408, "Request Timeout"
+
+
 class TooManyRequests(LlmwatchError):
     status, title = 429, "Too Many Requests"
 

@@ -71,6 +71,9 @@ SYSTEM_SAMPLES = f"{SYSTEM}:samples"  # the last 32 samples, oldest first
 SYSTEM_CONFIG_STALE = f"{SYSTEM}:config-stale"
 
 
+SYSTEM_FEED_MAXLEN = 10_000  # ~14 h of 5 s samples and config flips for SSE resume
+
+
 def system_key(name: str) -> str:
     return f"{SYSTEM}:{name}"
 
@@ -78,12 +81,92 @@ def system_key(name: str) -> str:
 # --- global (slot {global}) -----------------------------------------------------------------
 GLOBAL = f"{PREFIX}:{{global}}"
 APPS = f"{GLOBAL}:apps"  # hash: app id -> JSON {id, name, created_at}
+# Names one life of the keyspace (random, SET NX by the first gateway): SSE cursors carry it, so
+# a cursor issued before Redis was wiped is answered with `reset` instead of a silent gap.
+FEED_EPOCH = f"{GLOBAL}:feed-epoch"
 
 
 def global_key(name: str) -> str:
     return f"{GLOBAL}:{name}"
 
 
+def rate_limit_key(scope: str, ident: str, window: int) -> str:
+    """Ingest rate-limit counter: requests from one client IP or for one app (`scope` is `ip`
+    or `app`) in one fixed window (epoch second). Expires two seconds later."""
+    return f"{GLOBAL}:rl:{scope}:{ident}:{window}"
+
+
 def feed_streams(partitions: int) -> list[str]:
     """Every feed the stream gateway follows, in the fixed order its SSE cursor encodes."""
     return [feed_stream(p) for p in range(partitions)] + [NOTIFY_FEED, SYSTEM_FEED]
+
+
+# --- aggregator state (slot {pN}), read by the stream gateway's read APIs -------------------
+def stats_key(partition: int) -> str:
+    """Hash of counters (see services/aggregator/stats.py for the field names)."""
+    return partition_key(partition, "stats")
+
+
+def eps_key(partition: int, second: int) -> str:
+    """Events that arrived in one wall-clock second (for events_per_second); expires."""
+    return partition_key(partition, f"eps:{second}")
+
+
+def dedup_key(partition: int, bucket: int) -> str:
+    """Set of applied event-id digests for one time bucket; expires after the dedup window."""
+    return partition_key(partition, f"seen:{bucket}")
+
+
+def history_ids(partition: int) -> str:
+    """Sorted set (score 0, ordered by member): history keys = arrival order."""
+    return partition_key(partition, "history:ids")
+
+
+def history_data(partition: int) -> str:
+    """Hash: history key -> DashboardEvent JSON."""
+    return partition_key(partition, "history:data")
+
+
+def history_index(partition: int, field: str, value: str) -> str:
+    """Sorted set like history_ids, holding only the events whose `field` equals `value`."""
+    return partition_key(partition, f"history:by:{field}:{value}")
+
+
+def history_indexes(partition: int) -> str:
+    """Set of every history_index key of the partition (so trimming can reach them all)."""
+    return partition_key(partition, "history:indexes")
+
+
+def run_key(partition: int, run_id: str) -> str:
+    """Hash `f` (merge facts JSON) and `v` (rendered run JSON) of one run."""
+    return partition_key(partition, f"run:{run_id}")
+
+
+def runs_index(partition: int, field: str = "all", value: str = "") -> str:
+    """Sorted set run id -> first-arrival ms; `all`, or by status/end_reason/task_name/app."""
+    return partition_key(partition, f"runs:{field}:{value}" if value else f"runs:{field}")
+
+
+def run_children(partition: int, parent_id: str) -> str:
+    """Set of child run ids whose events landed in this partition."""
+    return partition_key(partition, f"children:{parent_id}")
+
+
+# --- notification bell (slot {notify}) ------------------------------------------------------
+NOTIFY_ROWS = f"{NOTIFY}:rows"  # hash: id -> row JSON
+NOTIFY_IDS = f"{NOTIFY}:ids"  # sorted set, score 0: ids in ULID (creation) order
+NOTIFY_AGE = f"{NOTIFY}:age"  # sorted set: id -> last_occurred_at (epoch s)
+NOTIFY_OPEN = f"{NOTIFY}:open"  # hash: fingerprint -> id of its newest row
+NOTIFY_UNREAD = f"{NOTIFY}:unread"  # set of unread ids
+NOTIFY_APPLIED = f"{NOTIFY}:applied"  # sorted set: dedup id -> applied at (epoch s)
+
+
+def outbox_key(partition: int) -> str:
+    """Hash dedup id -> notification occurrence JSON, written in the partition's MULTI and
+    removed once the bell has it (a transactional outbox: a crash between the two loses nothing)."""
+    return partition_key(partition, "outbox")
+
+
+def runs_indexes(partition: int) -> str:
+    """Set of every runs_index key of the partition (so pruning can reach them all)."""
+    return partition_key(partition, "runs:indexes")

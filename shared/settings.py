@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     max_batch: int = Field(1000, ge=1)
     publish_timeout_ms: int = Field(2000, ge=10)
     retry_after_s: int = Field(1, ge=1)
+    # A request body must arrive within this many seconds (trickled uploads get 408).
+    body_timeout_s: float = Field(30.0, gt=0)
     ingest_token: SecretStr | None = None
     ingest_hmac_secret: SecretStr | None = None
     admin_token: SecretStr | None = None

@@ -1,9 +1,73 @@
-"""The ingest service: create_service(ctx) -> Service."""
+"""The ingest service: create_service(ctx) -> Service.
+
+Routes: POST /api/open-wrapper, /api/report, /v1/runs/ingest; POST/GET /api/apps.
+Background tasks: the publisher's flusher (group commit), the backlog sampler (backpressure),
+the registration of LLMWATCH_APPS ids. Ready when Redis answers PING.
+"""
 
 from __future__ import annotations
 
+import asyncio
+
+from services.ingest import apps
+from services.ingest.backlog import BacklogMonitor
+from services.ingest.metrics import IngestMetrics
+from services.ingest.publisher import Publisher
+from services.ingest.ratelimit import RateLimiter
+from services.ingest.routes import Ingest, create_router
 from shared.service import Context, Service
 
 
 def create_service(ctx: Context) -> Service:
-    return Service(name="ingest")
+    settings = ctx.settings
+    metrics = IngestMetrics(ctx.registry)
+    timeout_s, retry_after = settings.publish_timeout_s, settings.retry_after_s
+    publisher = Publisher(
+        ctx.redis, timeout_s=timeout_s, retry_after_s=retry_after, metrics=metrics
+    )
+    registry = apps.AppRegistry(
+        ctx.redis, settings.apps, timeout_s=timeout_s, retry_after_s=retry_after
+    )
+    limiter = RateLimiter(
+        ctx.redis,
+        per_ip=settings.rate_limit_per_ip,
+        per_app=settings.rate_limit_per_app,
+        timeout_s=timeout_s,
+        retry_after_s=retry_after,
+    )
+    backlog = BacklogMonitor(
+        ctx.redis, settings.partitions, settings.stream_max_backlog, metrics=metrics
+    )
+    ingest = Ingest(
+        settings,
+        publisher=publisher,
+        registry=registry,
+        limiter=limiter,
+        backlog=backlog,
+        metrics=metrics,
+    )
+
+    async def flusher() -> None:
+        await publisher.run(ctx.stopping)
+
+    async def backlog_sampler() -> None:
+        await backlog.run(ctx.stopping)
+
+    async def app_registration() -> None:
+        await registry.register_configured(ctx.stopping)
+
+    async def ready() -> str | None:
+        try:
+            async with asyncio.timeout(1.0):
+                await ctx.redis.ping()
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            return f"redis unreachable ({type(exc).__name__})"
+        return None
+
+    return Service(
+        name="ingest",
+        routers=[create_router(ingest), apps.create_router(ctx.redis, registry, settings)],
+        tasks=[flusher, backlog_sampler, app_registration],
+        ready=ready,
+        state={"ingest": ingest, "publisher": publisher, "registry": registry, "backlog": backlog},
+    )

@@ -1,9 +1,43 @@
-"""The stream service: create_service(ctx) -> Service."""
+"""The stream gateway: live SSE feeds, system snapshots, the read APIs and the dashboard.
+
+One feed reader per process (`Hub.run`, a background task) serves every SSE client of the
+process; `/readyz` reports ready once it has connected and Redis answers.
+"""
 
 from __future__ import annotations
 
+from services.stream import dashboard, reads, routes, system
+from services.stream.hub import Hub
+from services.stream.limits import StreamLimits
+from services.stream.metrics import StreamMetrics
+from shared.redis import ping
 from shared.service import Context, Service
 
 
 def create_service(ctx: Context) -> Service:
-    return Service(name="stream")
+    metrics = StreamMetrics.create(ctx.registry)
+    hub = Hub(ctx.redis, ctx.settings, metrics, ctx.stopping)
+    gateway = routes.Gateway(ctx.settings, hub, StreamLimits(), metrics)
+
+    async def feed_reader() -> None:
+        await hub.run()
+
+    async def ready() -> str | None:
+        if not await ping(ctx.redis):
+            return "redis unreachable"
+        if not hub.started.is_set():
+            return "feed reader not started"
+        return None
+
+    return Service(
+        name="stream",
+        routers=[
+            routes.create_router(gateway),
+            system.create_router(ctx),
+            reads.create_router(ctx),
+            dashboard.create_router(ctx),
+        ],
+        tasks=[feed_reader],
+        ready=ready,
+        state={"hub": hub, "gateway": gateway, "metrics": metrics},
+    )

@@ -1,0 +1,201 @@
+"""Live delivery through the whole pipeline: POST → ingest → Redis → aggregator → feed →
+stream gateway → SSE client.
+
+- latency: `latency_rate` single-event POSTs/s (open loop) while `latency_clients` clients listen
+  on `/api/events`; each event carries its send time, each receiver records receive − send.
+- fan-out: one gateway process holding `fanout_clients` connections; events are posted at a rate
+  that offers each step's deliveries/s, and receivers count what arrives in the send window.
+- memory: the gateway's RSS before and after those clients connect, idle, per client.
+Every server is a `llmwatch serve` process; receivers are `bench.receiver` processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Any
+
+import uvloop
+
+from bench import pacer, stats
+from bench.bodies import BENCH_APP
+from bench.bodies import single_template
+from bench.figures.common import expect_ok, failed, figure, fill_ids
+from bench.plan import Plan
+from bench.procs import Proc, Procs, procs, request
+from bench.receivers import ReceiverGroup, cpu_seconds
+
+LATENCY = ("sse_latency", "POST → SSE delivery latency, 1,000 events/s, 100 clients", "ms",
+           "p50 < 5 ms, p99 < 25 ms")  # fmt: skip
+FANOUT = ("sse_fanout", "SSE fan-out, one gateway process", "deliveries/s",
+          "5,000 clients held; ≥ 100,000 deliveries/s")  # fmt: skip
+MEMORY = ("gateway_rss_per_client", "gateway RSS per idle SSE client", "KB", "< 20 KB")
+GATEWAY_SETTINGS = {"LLMWATCH_SSE_MAX_PER_IP": "100000", "LLMWATCH_SSE_MAX_STREAMS": "20000"}
+WARMUP_S = 1.0
+GRACE_S = 1.0
+
+
+def run(plan: Plan) -> list[dict[str, Any]]:
+    with procs(plan.workdir / "sse") as ps:
+        try:
+            server = ps.redis()
+            ingest = ps.service("ingest", server.url, settings={"LLMWATCH_APPS": BENCH_APP})
+            expect_ok(ingest, pacer.PATH, fill_ids(single_template()))
+            aggregator = ps.service("aggregator", server.url)
+        except Exception as exc:  # noqa: BLE001
+            return [failed(*LATENCY, exc), failed(*FANOUT, exc), failed(*MEMORY, exc)]
+        stack = {"ingest": ingest, "aggregator": aggregator}
+        redis_pid = server.process.pid if server.process else 0
+        out = []
+        try:
+            out.append(uvloop.run(_latency(plan, ps, server.url, stack, redis_pid)))
+        except Exception as exc:  # noqa: BLE001
+            out.append(failed(*LATENCY, exc))
+        try:
+            out += uvloop.run(_fanout(plan, ps, server.url, stack, redis_pid))
+        except Exception as exc:  # noqa: BLE001
+            out += [failed(*FANOUT, exc), failed(*MEMORY, exc)]
+    return out
+
+
+def _gateway(ps: Procs, url: str, name: str) -> Proc:
+    return ps.service("stream", url, name=name, settings=GATEWAY_SETTINGS)
+
+
+async def _latency(plan: Plan, ps: Procs, url: str, stack: dict[str, Proc],
+                   redis_pid: int) -> dict[str, Any]:  # fmt: skip
+    gateway = _gateway(ps, url, "stream-latency")
+    pids = _pids(stack, gateway, redis_pid)
+    group = ReceiverGroup(gateway.port or 0, plan.latency_clients, plan.latency_receivers,
+                          mode="latency", workdir=ps.workdir)  # fmt: skip
+    try:
+        await group.start()
+        if group.connected < plan.latency_clients:
+            raise RuntimeError(f"only {group.connected}/{plan.latency_clients} SSE clients "
+                               f"connected (refused {group.refused}, errors {group.errors})")  # fmt: skip
+        port = stack["ingest"].port or 0
+        await pacer.paced(port, rate=plan.latency_rate, duration=WARMUP_S, marker="bench_w")
+        before = _cpu(pids, group)
+        sent = await pacer.paced(port, rate=plan.latency_rate, duration=plan.duration_s,
+                                 run=f"lat{time.time_ns()}")  # fmt: skip
+        cpu = _cpu_share(before, _cpu(pids, group), sent.seconds)
+        await asyncio.sleep(GRACE_S)
+        final = await group.stop()
+    finally:
+        group.kill()
+    summary = stats.latency_summary(group.latencies())
+    expected = sent.ok * group.connected
+    details = {
+        "clients": group.connected, "receiver_processes": group.processes,
+        "rate": plan.latency_rate, "seconds": plan.duration_s, "sender": sent.as_dict(),
+        "expected_deliveries": expected, "deliveries": final["frames"],
+        "dropped_clients": final["closed"], "latency": summary, "cpu_share": cpu,
+    }  # fmt: skip
+    if summary.get("count", 0) == 0:
+        raise RuntimeError(f"no event reached the SSE clients ({details})")
+    p50, p99 = summary["p50_ms"], summary["p99_ms"]
+    status = stats.verdict([p50 < 5, p99 < 25, final["frames"] >= expected * 0.999])
+    if plan.latency_clients != 100 or plan.latency_rate != 1000:
+        status = "reported"
+    return figure(*LATENCY[:2], unit="ms", value=p99, target=LATENCY[3], status=status,
+                  details=details) | {
+        "summary": f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {summary['max_ms']:.1f} ms "
+                   f"({group.connected} clients, {sent.as_dict()['rate']:.0f} events/s)"}  # fmt: skip
+
+
+async def _fanout(plan: Plan, ps: Procs, url: str, stack: dict[str, Proc],
+                  redis_pid: int) -> list[dict[str, Any]]:  # fmt: skip
+    gateway = _gateway(ps, url, "stream-fanout")
+    pids = _pids(stack, gateway, redis_pid)
+    # Warm the gateway's code paths (one client, one event) before the memory baseline.
+    warm = ReceiverGroup(gateway.port or 0, 1, 1, mode="count", workdir=ps.workdir)
+    await warm.start()
+    expect_ok(stack["ingest"], pacer.PATH, fill_ids(single_template()))
+    await asyncio.sleep(0.5)
+    await warm.stop()
+    request(gateway.port or 0, "GET", "/healthz")
+    await asyncio.sleep(0.5)
+    rss_before = gateway.rss()
+    group = ReceiverGroup(gateway.port or 0, plan.fanout_clients, plan.fanout_receivers,
+                          mode="count", workdir=ps.workdir)  # fmt: skip
+    try:
+        t0 = time.perf_counter()
+        await group.start(timeout=300)
+        connect_s = time.perf_counter() - t0
+        await asyncio.sleep(2.0)  # idle: what each held connection costs at rest
+        rss_after = gateway.rss()
+        clients = group.connected
+        if clients == 0:
+            raise RuntimeError(f"no SSE client connected (refused {group.refused})")
+        steps = [await _step(plan, group, stack["ingest"], pids, offered)
+                 for offered in plan.fanout_offered]  # fmt: skip
+        final = await group.stop()
+    finally:
+        group.kill()
+    per_client_kb = (rss_after - rss_before) / clients / 1024
+    memory = figure(*MEMORY[:2], unit="KB", value=per_client_kb, target=MEMORY[3],
+                    status=stats.verdict([per_client_kb < 20]),
+                    details={"clients": clients, "rss_before": rss_before,
+                             "rss_after": rss_after})  # fmt: skip
+    clean = [s for s in steps if s["complete"] >= 0.999 and s["dropped"] == 0]
+    best = max(clean or steps, key=lambda s: s["deliveries_per_s"])
+    value = best["deliveries_per_s"]
+    details = {"clients": clients, "requested_clients": plan.fanout_clients,
+               "refused": group.refused, "connect_errors": group.errors,
+               "connect_s": round(connect_s, 2), "receiver_processes": group.processes,
+               "steps": steps, "dropped_total": final["closed"],
+               "best_step_clean": bool(clean)}  # fmt: skip
+    held = clients >= 5000
+    status = stats.verdict([held, value >= 100_000, bool(clean)])
+    if plan.fanout_clients < 5000 and value >= 100_000 and clean and clients == plan.fanout_clients:
+        status = "met"  # quick mode: the delivery target holds; 5,000 clients are FULL's to show
+    fan = figure(*FANOUT[:2], unit="deliveries/s", value=value, target=FANOUT[3], status=status,
+                 details=details) | {
+        "summary": f"{value:,.0f} deliveries/s to {clients:,} clients held "
+                   f"({best['events_per_s']:.0f} events/s, {best['complete']:.1%} delivered)"}  # fmt: skip
+    return [fan, memory]
+
+
+async def _step(plan: Plan, group: ReceiverGroup, ingest: Proc, pids: dict[str, int],
+                offered: int) -> dict[str, Any]:  # fmt: skip
+    clients = group.connected
+    rate = max(1.0, offered / clients)
+    per_post = max(1, math.ceil(rate / 200))  # at most ~200 POSTs/s: the sender stays light
+    start = await group.command("snap")
+    before = _cpu(pids, group)
+    sent = await pacer.paced(ingest.port or 0, rate=rate, duration=plan.duration_s,
+                             per_post=per_post, connections=4, run=f"fan{offered}")  # fmt: skip
+    end = await group.command("snap")
+    cpu = _cpu_share(before, _cpu(pids, group), sent.seconds)
+    await asyncio.sleep(GRACE_S)
+    after = await group.command("snap")
+    window = end["frames"] - start["frames"]
+    expected = sent.ok * clients
+    return {
+        "offered_deliveries_per_s": offered,
+        "events_per_s": round(sent.ok / sent.seconds, 1) if sent.seconds else 0,
+        "deliveries_per_s": round(window / sent.seconds, 1) if sent.seconds else 0,
+        "complete": round((after["frames"] - start["frames"]) / expected, 4) if expected else 0,
+        "dropped": after["closed"] - start["closed"],
+        "sender": sent.as_dict(),
+        "cpu_share": cpu,
+    }
+
+
+def _pids(stack: dict[str, Proc], gateway: Proc, redis_pid: int) -> dict[str, int]:
+    return {**{name: p.pid for name, p in stack.items()}, "stream": gateway.pid,
+            "redis": redis_pid}  # fmt: skip
+
+
+def _cpu(pids: dict[str, int], group: ReceiverGroup) -> dict[str, float]:
+    out = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    out["receivers"] = group.cpu_seconds()
+    return out
+
+
+def _cpu_share(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """Share of one core each process used during the window (1.0 = a whole core)."""
+    if seconds <= 0:
+        return {}
+    return {k: round((after[k] - before.get(k, 0.0)) / seconds, 2) for k in after}

@@ -1,0 +1,86 @@
+"""py-spy on a server under test: where its CPU goes while the same load runs again.
+
+Only with `--profile`: the sampling perturbs the numbers, so it runs as an extra pass after the
+measured one, and its findings go into the JSON (and BENCHMARKS.md) next to the figure.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+
+def py_spy() -> str | None:
+    return shutil.which("py-spy") or _venv_py_spy()
+
+
+def _venv_py_spy() -> str | None:
+    candidate = Path(sys.executable).with_name("py-spy")
+    return str(candidate) if candidate.exists() else None
+
+
+def start(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    binary = py_spy()
+    if binary is None:
+        return None
+    argv = [binary, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
+            "--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking"]  # fmt: skip
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def finish(proc: subprocess.Popen[bytes] | None, out: Path, seconds: float) -> dict[str, Any]:
+    if proc is None:
+        return {"error": "py-spy not installed"}
+    try:
+        proc.wait(timeout=seconds + 30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return {"error": "py-spy did not finish"}
+    if not out.exists():
+        return {"error": f"py-spy exited {proc.returncode} without output"}
+    return summarize(out.read_text(errors="replace"), rate=200, seconds=seconds)
+
+
+def summarize(raw: str, *, rate: int, seconds: float, top: int = 12) -> dict[str, Any]:
+    """Top functions by self and by inclusive share of the sampled (non-idle) stacks."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_short(f) for f in stack.split(";") if f and not f.startswith("process ")
+                  and not f.startswith("thread ")]  # fmt: skip
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    if not total:
+        return {"samples": 0}
+
+    def share(counter: Counter[str]) -> list[list[Any]]:
+        return [[name, round(100 * n / total, 1)] for name, n in counter.most_common(top)]
+
+    return {
+        "samples": total,
+        "busy_pct": round(100 * total / max(1, rate * seconds), 1),
+        "self": share(own),
+        "inclusive": share(inclusive),
+    }
+
+
+def _short(frame: str) -> str:
+    """`func (path/to/module.py:123)` → `func (module.py)`: stable across line edits."""
+    name, _, where = frame.partition(" (")
+    module = where.rstrip(")").rsplit(":", 1)[0]
+    parts = Path(module).parts
+    short = "/".join(parts[-2:]) if len(parts) >= 2 else module
+    return f"{name} ({short})" if where else name

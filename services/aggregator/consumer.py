@@ -1,0 +1,337 @@
+"""The aggregator worker: one readable loop (arq-style).
+
+    ensure the group on every partition (XGROUP CREATE MKSTREAM at 0)
+    loop until `stopping`:
+        every claim interval: XAUTOCLAIM entries idle > claim_idle_ms (dead consumers' work)
+        XREADGROUP `>` a batch over all partitions (block consumer_block_ms)
+        per partition, concurrently: prepare -> commit (WATCH/fold/MULTI, see store.py)
+        entries that failed max_deliveries times -> dead-letter stream (acked there)
+        ring the bell for the batch's notifications (idempotent), clear the outbox
+        XACK what was applied or skipped as duplicate
+        every few seconds: drain leftover outboxes, XTRIM MINID, prune, gauges
+
+The batch step runs under `asyncio.shield`, so a shutdown finishes it instead of cutting it.
+`drain()` processes until nothing is left and returns (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+from collections import defaultdict
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from services.aggregator import deadletter, store
+from services.aggregator.deadletter import Letter
+from services.aggregator.fold import prepare
+from services.aggregator.metrics import AggregatorMetrics
+from shared import keys, notify
+from shared.notifications import Occurrence
+from shared.redis import UNAVAILABLE
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[str, bytes | None, int]  # stream id, stored bytes (None: trimmed), deliveries
+MAINTENANCE_EVERY_S = 5.0
+MAX_BACKOFF_S = 5.0
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Consumer:
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        metrics: AggregatorMetrics,
+        stopping: asyncio.Event | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.metrics = metrics
+        self.stopping = stopping or asyncio.Event()
+        self.name = name or consumer_name()
+        self.streams = [keys.events_stream(p) for p in range(settings.partitions)]
+        self.groups_ready = False
+        self._next_claim = 0.0
+        self._next_maintenance = 0.0
+
+    # --- the loop ------------------------------------------------------------------------
+    async def run(self) -> None:
+        backoff = 0.1
+        while not self.stopping.is_set():
+            try:
+                if not self.groups_ready:
+                    await self.ensure_groups()
+                await self.step(block_ms=self.settings.consumer_block_ms)
+                backoff = 0.1
+            except UNAVAILABLE as exc:
+                log.warning("aggregator: redis unavailable (%s), retrying in %.1fs", exc, backoff)
+                await self._sleep(backoff)
+                backoff = min(MAX_BACKOFF_S, backoff * 2)
+        log.info("aggregator consumer %s stopped", self.name)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Process until no entry is unread, pending or in an outbox (or raise TimeoutError)."""
+        deadline = time.monotonic() + timeout
+        await self.ensure_groups()
+        while True:
+            self._next_claim = 0.0
+            handled = await self.step(block_ms=None)
+            if handled == 0:
+                await self.maintenance()
+                if await self._idle():
+                    return
+                await asyncio.sleep(0.02)
+            if time.monotonic() > deadline:
+                raise TimeoutError("aggregator drain did not finish")
+
+    async def step(self, block_ms: int | None) -> int:
+        """One iteration: reclaim (when due), read, apply. Returns the entries handled."""
+        now = time.monotonic()
+        batch: dict[int, list[Entry]] = defaultdict(list)
+        if now >= self._next_claim:
+            self._next_claim = now + max(0.05, self.settings.claim_idle_ms / 2000)
+            for partition, entries in (await self._reclaim()).items():
+                batch[partition].extend(entries)
+        for partition, entries in (await self._read(None if batch else block_ms)).items():
+            batch[partition].extend(entries)
+        if batch:
+            await asyncio.shield(self._apply(dict(batch)))
+        if time.monotonic() >= self._next_maintenance:
+            self._next_maintenance = time.monotonic() + MAINTENANCE_EVERY_S
+            await self.maintenance()
+        return sum(len(v) for v in batch.values())
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    # --- groups, reading, reclaiming -----------------------------------------------------
+    async def ensure_groups(self) -> None:
+        for stream in self.streams:
+            try:
+                await self.redis.xgroup_create(stream, keys.AGGREGATOR_GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self.groups_ready = True
+
+    async def _read(self, block_ms: int | None) -> dict[int, list[Entry]]:
+        try:
+            reply = await self.redis.xreadgroup(
+                keys.AGGREGATOR_GROUP,
+                self.name,
+                {s: ">" for s in self.streams},
+                count=self.settings.consumer_batch,
+                block=block_ms,
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):  # the stream or group vanished (e.g. a flushed Redis)
+                await self.ensure_groups()
+                return {}
+            raise
+        out: dict[int, list[Entry]] = {}
+        for stream, entries in reply or []:
+            partition = self.streams.index(_text(stream))
+            out[partition] = [(_text(i), (f or {}).get(keys.EVENT_FIELD), 1) for i, f in entries]
+        return out
+
+    async def _reclaim(self) -> dict[int, list[Entry]]:
+        """Take over entries idle longer than claim_idle_ms (their consumer died or failed)."""
+        out: dict[int, list[Entry]] = {}
+        for partition, stream in enumerate(self.streams):
+            try:
+                reply = await self.redis.xautoclaim(
+                    stream, keys.AGGREGATOR_GROUP, self.name, self.settings.claim_idle_ms,
+                    start_id="0-0", count=self.settings.consumer_batch,
+                )
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    await self.ensure_groups()
+                    continue
+                raise
+            claimed = [(_text(i), (f or {}).get(keys.EVENT_FIELD)) for i, f in reply[1] if i]
+            if not claimed:
+                continue
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for stream_id, _ in claimed:
+                    pipe.xpending_range(stream, keys.AGGREGATOR_GROUP, stream_id, stream_id, 1)
+                counts = await pipe.execute()
+            out[partition] = [
+                (sid, raw, int(c[0]["times_delivered"]) if c else 1)
+                for (sid, raw), c in zip(claimed, counts, strict=True)
+            ]
+            log.info("aggregator: reclaimed %d entries on partition %d", len(claimed), partition)
+        return out
+
+    # --- applying a batch ----------------------------------------------------------------
+    async def _apply(self, batch: dict[int, list[Entry]]) -> None:
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(self._apply_partition(p, entries) for p, entries in batch.items()),
+            return_exceptions=True,
+        )
+        acks: dict[int, list[str]] = {}
+        occurrences: dict[int, list[Occurrence]] = {}
+        for partition, result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                if isinstance(result, UNAVAILABLE):
+                    raise result
+                log.exception("aggregator: partition %d batch failed; it will be retried",
+                              partition, exc_info=result)
+                self.metrics.failed.labels("commit").inc(len(batch[partition]))
+                continue
+            acks[partition], occurrences[partition] = result
+        await self._notify(occurrences)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partition, ids in acks.items():
+                if ids:
+                    pipe.xack(keys.events_stream(partition), keys.AGGREGATOR_GROUP, *ids)
+            await pipe.execute()
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    async def _apply_partition(self, partition: int, entries: list[Entry]) -> tuple[list[str], list[Occurrence]]:
+        limit = self.settings.max_deliveries
+        letters: list[Letter] = []
+        acks: list[str] = []
+        fresh: list[tuple[str, bytes]] = []
+        deliveries = {sid: n for sid, _, n in entries}
+        for stream_id, raw, count in entries:
+            if raw is None:
+                acks.append(stream_id)  # trimmed while pending: nothing left to apply
+            elif count > limit:
+                letters.append(Letter(stream_id, raw, f"delivered {count} times without success", count))
+            else:
+                fresh.append((stream_id, raw))
+        prepared = prepare(fresh)
+        result = await store.commit(self.redis, self.settings, partition, prepared)
+        writes = result.writes
+        self.metrics.conflicts.inc(result.conflicts)
+        self.metrics.duplicates.inc(writes.duplicates)
+        for source, n in _sources(prepared.events, set(writes.markers)).items():
+            self.metrics.processed.labels(source).inc(n)
+        raws = dict(fresh)
+        for stream_id, reason in writes.failed:
+            self.metrics.failed.labels("event").inc()
+            log.warning("aggregator: partition %d entry %s failed: %s", partition, stream_id, reason)
+            if deliveries[stream_id] >= limit:
+                letters.append(Letter(stream_id, raws.get(stream_id), reason, deliveries[stream_id]))
+        occurrences = list(writes.occurrences)
+        if letters:
+            occurrences += await deadletter.move(self.redis, self.settings, partition, letters, self.name)
+            self.metrics.deadlettered.inc(len(letters))
+        if result.history_size > store.history_cap(self.settings) * 1.05:
+            await store.trim_history(self.redis, self.settings, partition)
+        return acks + writes.done, occurrences
+
+    async def _notify(self, occurrences: dict[int, list[Occurrence]]) -> None:
+        """Ring the bell, then clear those outbox entries. On failure the outbox keeps them and
+        maintenance retries; the bell's dedup ids make a retry harmless."""
+        everything = [o for items in occurrences.values() for o in items]
+        if not everything:
+            return
+        try:
+            await notify.raise_many(self.redis, self.settings, everything)
+        except Exception:  # noqa: BLE001 - the outbox keeps them for the next attempt
+            log.exception("aggregator: notifications deferred to the next maintenance pass")
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partition, items in occurrences.items():
+                if items:
+                    pipe.hdel(keys.outbox_key(partition), *[o.dedup_id for o in items])
+            await pipe.execute()
+
+    # --- housekeeping --------------------------------------------------------------------
+    async def maintenance(self) -> None:
+        for partition, stream in enumerate(self.streams):
+            await self._drain_outbox(partition)
+            await self._trim_events(partition, stream)
+            await store.prune_runs(self.redis, self.settings, partition)
+
+    async def _drain_outbox(self, partition: int) -> None:
+        stored = await self.redis.hgetall(keys.outbox_key(partition))
+        if stored:
+            items = [Occurrence(**orjson.loads(v)) for v in stored.values()]
+            await self._notify({partition: items})
+
+    async def _trim_events(self, partition: int, stream: str) -> None:
+        """XTRIM MINID below the oldest entry the group still needs; refresh the gauges."""
+        try:
+            groups = await self.redis.xinfo_groups(stream)
+        except ResponseError:
+            return
+        group = next((g for g in groups if _text(g["name"]) == keys.AGGREGATOR_GROUP), None)
+        if group is None:
+            return
+        pending = int(group["pending"])
+        last = _text(group["last-delivered-id"])
+        keep_from = last
+        if pending:
+            summary = await self.redis.xpending(stream, keys.AGGREGATOR_GROUP)
+            keep_from = _text(summary["min"])
+        if keep_from != "0-0":
+            await self.redis.xtrim(stream, minid=keep_from, approximate=True)
+        lag = group.get("lag")
+        if lag is None:  # Redis < 7: count what follows the last delivered id (capped)
+            lag = len(await self.redis.xrange(stream, min=f"({last}", count=10_000))
+        self.metrics.pending.labels(str(partition)).set(pending)
+        self.metrics.lag.labels(str(partition)).set(int(lag or 0))
+
+    async def _idle(self) -> bool:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partition, stream in enumerate(self.streams):
+                pipe.xinfo_groups(stream)
+                pipe.xrevrange(stream, count=1)
+                pipe.hlen(keys.outbox_key(partition))
+            replies = await pipe.execute()
+        for groups, newest, outbox in zip(replies[::3], replies[1::3], replies[2::3], strict=True):
+            group = next(g for g in groups if _text(g["name"]) == keys.AGGREGATOR_GROUP)
+            if int(group["pending"]) or int(outbox):
+                return False
+            if newest and _id(_text(newest[0][0])) > _id(_text(group["last-delivered-id"])):
+                return False  # arrived after the last read
+        return True
+
+    async def ready(self) -> str | None:
+        try:
+            for stream in self.streams:
+                groups = await self.redis.xinfo_groups(stream)
+                if not any(_text(g["name"]) == keys.AGGREGATOR_GROUP for g in groups):
+                    return f"consumer group missing on {stream}"
+        except ResponseError as exc:
+            return f"consumer group missing: {exc}"
+        except UNAVAILABLE:
+            return "redis unreachable"
+        return None
+
+
+def _id(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _sources(events: list[Any], applied: set[bytes]) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for event in events:
+        if event.digest in applied:
+            counts[event.source] += 1
+    return counts

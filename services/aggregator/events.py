@@ -1,0 +1,157 @@
+"""What one event-stream entry means to the aggregator (pure).
+
+Ingest stores a normalised DashboardEvent `{id, timestamp, event_type, command, status, model,
+metadata, source}`. For `source: "llmonitor"` the original LLMonitor event is in `metadata`
+(camelCase); ingest already mapped it (`start`->request/start, `end`->completion/completed,
+`error`->error/failed, `feedback`/`update`->status/info, `command` = `type:name`, `model` = name
+of llm runs). An LLMonitor event without `name` (typical for `end`/`feedback`) takes its run's
+name here, when the run already knows it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from shared.histogram import is_finite_duration
+from shared.times import parse_rfc3339
+
+LLMONITOR = "llmonitor"
+WEBHOOK = "webhook"
+
+# LLMonitor event -> (event_type, status), as CONTRACT §2 maps them.
+LLMONITOR_MAP = {
+    "start": ("request", "start"),
+    "end": ("completion", "completed"),
+    "error": ("error", "failed"),
+    "feedback": ("status", "info"),
+    "update": ("status", "info"),
+    "chat": ("request", "info"),
+}
+
+
+class BadEvent(ValueError):
+    """The entry cannot be applied (not JSON, not an object, no id): retried, then dead-lettered."""
+
+
+@dataclass(slots=True)
+class Event:
+    stream_id: str  # the events-stream entry id, `ms-seq`
+    ms: int  # arrival time (ms) from the entry id: deterministic across redeliveries
+    raw: bytes  # the stored JSON; reused as-is for history and the feed when unchanged
+    data: dict[str, Any]
+    changed: bool = False  # data was completed here (run name), so `raw` must be re-encoded
+    digest: bytes = field(default=b"")  # dedup marker of the event id
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def source(self) -> str:
+        return str(self.data.get("source") or WEBHOOK)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        meta = self.data.get("metadata")
+        return meta if isinstance(meta, dict) else {}
+
+    @property
+    def status(self) -> str:
+        return str(self.data.get("status") or "")
+
+    @property
+    def event_type(self) -> str:
+        return str(self.data.get("event_type") or "")
+
+    @property
+    def model(self) -> str | None:
+        model = self.data.get("model")
+        return str(model) if model not in (None, "") else None
+
+    @property
+    def timestamp(self) -> float:
+        """Client time of the event (epoch s); arrival time when unreadable."""
+        ts = parse_rfc3339(self.data.get("timestamp"))
+        return ts if ts is not None else self.ms / 1000
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed" or self.event_type == "error"
+
+    def encoded(self) -> bytes:
+        return orjson.dumps(self.data) if self.changed else self.raw
+
+
+def digest(event_id: str) -> bytes:
+    """12-byte dedup marker of an event id (collisions: ~2^-96 per pair)."""
+    return hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=12).digest()
+
+
+def parse(stream_id: str, raw: bytes) -> Event:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadEvent(f"not JSON: {exc}") from exc
+    if not isinstance(data, dict) or data.get("id") in (None, ""):
+        raise BadEvent("not a DashboardEvent object with an id")
+    ms, _, _ = stream_id.partition("-")
+    event = Event(stream_id=stream_id, ms=int(ms), raw=raw, data=data)
+    event.digest = digest(event.id)
+    return event
+
+
+# --- LLMonitor -------------------------------------------------------------------------------
+def llmonitor(event: Event) -> dict[str, Any] | None:
+    """The original LLMonitor fields, when this is an LLMonitor event with a run id."""
+    if event.source != LLMONITOR:
+        return None
+    meta = event.metadata
+    return meta if meta.get("runId") not in (None, "") else None
+
+
+def complete_name(event: Event, run_name: str | None) -> None:
+    """Give a nameless LLMonitor event its run's name: `command` = `type:name`, and `model` =
+    name for llm runs (CONTRACT §5)."""
+    lm = llmonitor(event)
+    if lm is None or lm.get("name") or not run_name:
+        return
+    run_type = str(lm.get("type") or "")
+    event.data["command"] = f"{run_type}:{run_name}"
+    if run_type == "llm" and not event.model:
+        event.data["model"] = run_name
+    event.changed = True
+
+
+# --- webhook ---------------------------------------------------------------------------------
+def session_id(event: Event) -> str | None:
+    if event.source == LLMONITOR:
+        return None
+    value = event.metadata.get("session_id", event.data.get("session_id"))
+    return str(value) if value not in (None, "") else None
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return max(0, int(value))
+
+
+def webhook_tokens(event: Event) -> tuple[int, int]:
+    """(prompt, completion): `metadata.tokens` counts as completion tokens, unless
+    `prompt_tokens` / `completion_tokens` are given (CONTRACT §5)."""
+    meta = event.metadata
+    prompt = _int(meta.get("prompt_tokens"))
+    if "completion_tokens" in meta:
+        completion = _int(meta.get("completion_tokens"))
+    else:
+        completion = _int(meta.get("tokens"))
+    return prompt, completion
+
+
+def duration_ms(event: Event) -> float | None:
+    value = event.metadata.get("duration_ms", event.data.get("duration_ms"))
+    return float(value) if is_finite_duration(value) else None

@@ -1,0 +1,158 @@
+"""The one internal envelope both input formats become, and the value rules they share.
+
+Pure: data in, values out. `watcher.py` and `llmonitor.py` use these helpers to turn a client's
+event into a `Normalized` — the DashboardEvent dict that goes into the events stream (field
+`shared.keys.EVENT_FIELD`, orjson bytes) plus the key that picks its partition.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.errors import ErrorDetail
+
+EVENT_TYPES = frozenset({"request", "streaming", "completion", "error", "setup", "status", "system"})
+STATUSES = frozenset({"start", "running", "completed", "failed", "info"})
+STATUS_ALIASES = {
+    "streaming": "running",
+    "complete": "completed",
+    "done": "completed",
+    "end": "completed",
+    "error": "failed",
+}
+SOURCES = ("webhook", "llmonitor")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LEAP_SECOND = re.compile(r"(T|t| )(\d\d):(\d\d):60")
+
+
+@dataclass(slots=True)
+class Normalized:
+    """One event ready to publish: `event` is the DashboardEvent, `routing_key` picks its
+    partition (run id, else session id, else event id), `undocumented` names the fields whose
+    value was outside the documented set (kept verbatim, counted by a metric)."""
+
+    event: dict[str, Any]
+    routing_key: str
+    undocumented: tuple[str, ...] = ()
+    app: str | None = None  # LLMonitor app id, for the registry check and per-app rate limits
+
+
+@dataclass(slots=True)
+class Envelope:
+    """The events of one request and where they sit in the body, for error locations."""
+
+    events: list[Any]
+    base: str = "body"  # "body" (single event or bare array) or "body.events"
+    single: bool = False
+
+    def location(self, index: int) -> str:
+        return self.base if self.single else f"{self.base}[{index}]"
+
+
+@dataclass(slots=True)
+class Invalid:
+    """An event that broke the schema: every problem found, with its precise location."""
+
+    errors: list[ErrorDetail] = field(default_factory=list)
+
+
+def canonical_status(value: str) -> tuple[str, bool]:
+    """(stored value, documented?). Aliases and case variants map to the documented value;
+    anything else is kept verbatim."""
+    if value in STATUSES:
+        return value, True
+    folded = value.strip().lower()
+    if folded in STATUSES:
+        return folded, True
+    alias = STATUS_ALIASES.get(folded)
+    if alias is not None:
+        return alias, True
+    return value, False
+
+
+def canonical_event_type(value: str) -> tuple[str, bool]:
+    if value in EVENT_TYPES:
+        return value, True
+    folded = value.strip().lower()
+    if folded in EVENT_TYPES:
+        return folded, True
+    return value, False
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with a `Z`: milliseconds, or microseconds when the input had them."""
+    spec = "milliseconds" if moment.microsecond % 1000 == 0 else "microseconds"
+    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+def now_timestamp() -> str:
+    return format_timestamp(datetime.now(UTC))
+
+
+def parse_timestamp(value: Any) -> str:
+    """An ISO 8601 / RFC 3339 string or epoch milliseconds → RFC 3339 UTC string.
+
+    A string without an offset is read as UTC. Raises ValueError with a client-facing message.
+    """
+    if isinstance(value, str):
+        moment = _parse_iso(value)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            moment = _EPOCH + timedelta(milliseconds=value)
+        except (OverflowError, ValueError):
+            raise ValueError("epoch milliseconds out of range") from None
+    else:
+        raise ValueError("must be an RFC 3339 string or epoch milliseconds")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    else:
+        try:
+            moment = moment.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise ValueError("timestamp out of range") from None
+    return format_timestamp(moment)
+
+
+def _parse_iso(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    # RFC 3339 allows a leap second (23:59:60); Python does not: read it as the next second.
+    leap = _LEAP_SECOND.search(text)
+    if leap is not None:
+        try:
+            base = datetime.fromisoformat(text[: leap.end() - 2] + "59" + text[leap.end() :])
+            return base + timedelta(seconds=1)
+        except (ValueError, OverflowError):
+            pass
+    raise ValueError("not an RFC 3339 timestamp")
+
+
+def type_name(value: Any) -> str:
+    """JSON's name for a value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def wrong_type(location: str, expected: str, value: Any) -> ErrorDetail:
+    return ErrorDetail(location, f"expected {expected}, got {type_name(value)}", value)
+
+
+def missing(location: str) -> ErrorDetail:
+    return ErrorDetail(location, "field required", None)

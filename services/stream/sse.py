@@ -1,0 +1,49 @@
+"""Server-Sent Events wire framing (WHATWG HTML, "Server-sent events"), as pure functions.
+
+A frame is `id:`/`event:` lines, one `data:` line per line of the payload, and a blank line.
+Names and ids come from our own code, but they are checked anyway: a CR or LF in either would
+let a value start a new field or a new event (header injection), and the spec drops ids with NUL.
+"""
+
+from __future__ import annotations
+
+_FORBIDDEN = ("\r", "\n", "\0")
+
+
+class FrameError(ValueError):
+    pass
+
+
+def _field(name: str, value: str | bytes) -> bytes:
+    text = value.decode("utf-8", "strict") if isinstance(value, bytes) else value
+    if any(ch in text for ch in _FORBIDDEN):
+        raise FrameError(f"SSE {name} must not contain CR, LF or NUL")
+    return f"{name}: {text}\n".encode()
+
+
+def _data_lines(data: bytes) -> bytes:
+    if b"\n" not in data and b"\r" not in data:
+        return b"data: " + data + b"\n"
+    lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    return b"".join(b"data: " + line + b"\n" for line in lines)
+
+
+def frame(data: bytes, *, event: str | bytes | None = None, id: str | None = None) -> bytes:
+    """One complete message. `event=None` is an unnamed message (`onmessage` in a browser)."""
+    head = b""
+    if id is not None:
+        head += _field("id", id)
+    if event is not None:
+        head += _field("event", event)
+    return head + _data_lines(data) + b"\n"
+
+
+def comment(text: str = "") -> bytes:
+    """A comment line: ignored by clients, keeps proxies and idle connections alive."""
+    if any(ch in text for ch in _FORBIDDEN):
+        raise FrameError("SSE comment must not contain CR, LF or NUL")
+    return f": {text}\n\n".encode()
+
+
+PING = frame(b"{}", event="ping")
+KEEPALIVE = comment("ping")

@@ -1,0 +1,56 @@
+"""`llmwatch tail`: print the newest events of the event stream(s), one JSON line each.
+
+Across partitions, lines come in stream-id order (arrival time). With `--follow`, new events
+are printed as they arrive until Ctrl-C. Each line is the stored DashboardEvent, as is.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from redis.asyncio import Redis
+
+from shared.keys import EVENT_FIELD, events_stream
+
+FOLLOW_BLOCK_MS = 5000
+
+
+def _order(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+def _line(fields: dict[Any, Any]) -> str:
+    payload = fields.get(EVENT_FIELD) or fields.get(EVENT_FIELD.decode())
+    if isinstance(payload, bytes):
+        return payload.decode("utf-8", "replace")
+    return str(payload)
+
+
+async def tail(
+    redis: Redis, partitions: int, count: int, follow: bool, out: TextIO | None = None
+) -> None:
+    out = out or sys.stdout
+    streams = [events_stream(p) for p in range(partitions)]
+    last: dict[str, bytes | str] = {s: "0-0" for s in streams}
+    newest: list[tuple[tuple[int, int], str]] = []
+    for stream in streams:
+        entries = await redis.xrevrange(stream, count=max(count, 1))
+        if entries:
+            last[stream] = entries[0][0]
+        newest.extend((_order(entry_id), _line(fields)) for entry_id, fields in entries)
+    newest.sort(key=lambda item: item[0])
+    for _, line in newest[-count:] if count > 0 else []:
+        out.write(line + "\n")
+    out.flush()
+    if not follow:
+        return
+    while True:
+        replies = await redis.xread(last, block=FOLLOW_BLOCK_MS, count=1000)
+        for stream, entries in replies or []:
+            name = stream.decode() if isinstance(stream, bytes) else stream
+            for entry_id, fields in entries:
+                out.write(_line(fields) + "\n")
+                last[name] = entry_id
+        out.flush()

@@ -1,0 +1,249 @@
+"""The notification bell in Redis (slot `{notify}`): raise, list, mark read/unread.
+
+Every write is an optimistic transaction (WATCH the bell's index keys, read, fold with the pure
+rules of `notifications.py`, MULTI/EXEC, retry on conflict), so several aggregator replicas and the
+metrics sampler can raise at once. Raising is idempotent: each occurrence carries a `dedup_id`
+that is recorded in the same MULTI as the row it changed, so a redelivered event that raises
+again is a no-op. Dedup ids are kept `dedup_window_s`.
+
+Each change is also appended to `keys.NOTIFY_FEED` (fields `t` = SSE event name, `d` = JSON):
+`notification.created|notification.updated` `{notification, unread_count}` and
+`notifications.unread_count_changed` `{unread_count}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+from ulid import ULID
+
+from shared import keys
+from shared.notifications import Bell, Occurrence, Policy, Row, expired, fold, last_occurred
+from shared.settings import Settings
+from shared.times import rfc3339
+
+_WATCHED = (keys.NOTIFY_OPEN, keys.NOTIFY_APPLIED, keys.NOTIFY_UNREAD, keys.NOTIFY_ROWS)
+MAX_ATTEMPTS = 100
+
+
+def policy_from(settings: Settings) -> Policy:
+    return Policy(
+        window_s=settings.notification_window_s,
+        occurrences=settings.notification_occurrences,
+        max_rows=settings.notification_max,
+        max_age_s=settings.notification_max_age_s,
+    )
+
+
+async def raise_notification(
+    redis: Redis,
+    settings: Settings,
+    *,
+    kind: str,
+    severity: str,
+    task_name: str,
+    end_reason: str,
+    title: str,
+    body: str,
+    run_id: str | None,
+    occurred_at: float,
+    dedup_id: str,
+) -> None:
+    """Ring the bell once for `dedup_id` (a repeat call with the same id changes nothing)."""
+    occ = Occurrence(kind, severity, task_name, end_reason, title, body, run_id, occurred_at, dedup_id)
+    await raise_many(redis, settings, [occ])
+
+
+async def raise_many(redis: Redis, settings: Settings, occurrences: list[Occurrence]) -> int:
+    """Apply a batch of occurrences in one transaction; returns how many were new."""
+    if not occurrences:
+        return 0
+    policy = policy_from(settings)
+    fingerprints = list(dict.fromkeys(o.fingerprint for o in occurrences))
+    dedup_ids = list(dict.fromkeys(o.dedup_id for o in occurrences))
+    for attempt in range(MAX_ATTEMPTS):
+        async with redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(*_WATCHED)
+                now = time.time()
+                bell = await _load(redis, fingerprints, dedup_ids)
+                fold(bell, occurrences, now=now, policy=policy, new_id=lambda: str(ULID()))
+                if not bell.applied_now:
+                    return 0
+                pipe.multi()
+                _write(pipe, bell, now, settings)
+                await pipe.execute()
+            except WatchError:
+                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+                continue
+        await prune(redis, settings)
+        return len(bell.applied_now)
+    raise RuntimeError("notification bell: too much contention, giving up for now")
+
+
+async def _load(redis: Redis, fingerprints: list[str], dedup_ids: list[str]) -> Bell:
+    # Reads go through the shared client (any connection): the WATCH issued before them still
+    # guards the EXEC against every change made after it.
+    async with redis.pipeline(transaction=False) as reads:
+        reads.hmget(keys.NOTIFY_OPEN, fingerprints)
+        reads.scard(keys.NOTIFY_UNREAD)
+        reads.zmscore(keys.NOTIFY_APPLIED, dedup_ids)
+        open_ids, unread, scores = await reads.execute()
+    ids = [i.decode() for i in open_ids if i is not None]
+    rows: dict[str, Row] = {}
+    if ids:
+        for raw in await redis.hmget(keys.NOTIFY_ROWS, ids):
+            if raw is not None:
+                row = orjson.loads(raw)
+                rows[row["fingerprint"]] = row
+    applied = {d for d, s in zip(dedup_ids, scores, strict=True) if s is not None}
+    return Bell(open_rows=rows, unread=int(unread), applied=applied)
+
+
+def _write(pipe: Any, bell: Bell, now: float, settings: Settings) -> None:
+    if bell.writes:
+        pipe.hset(keys.NOTIFY_ROWS, mapping={i: orjson.dumps(r) for i, r in bell.writes.items()})
+        pipe.hset(keys.NOTIFY_OPEN, mapping={r["fingerprint"]: i for i, r in bell.writes.items()})
+        pipe.zadd(keys.NOTIFY_IDS, {i: 0 for i in bell.writes})
+        pipe.zadd(keys.NOTIFY_AGE, {i: last_occurred(r) for i, r in bell.writes.items()})
+    if bell.newly_unread:
+        pipe.sadd(keys.NOTIFY_UNREAD, *bell.newly_unread)
+    pipe.zadd(keys.NOTIFY_APPLIED, {d: now for d in bell.applied_now})
+    pipe.zremrangebyscore(keys.NOTIFY_APPLIED, "-inf", now - settings.dedup_window_s)
+    _publish(pipe, bell.feed, settings)
+
+
+def _publish(pipe: Any, feed: list[tuple[str, dict[str, Any]]], settings: Settings) -> None:
+    for name, payload in feed:
+        pipe.xadd(
+            keys.NOTIFY_FEED,
+            {keys.FEED_TYPE_FIELD: name, keys.FEED_DATA_FIELD: orjson.dumps(payload)},
+            maxlen=settings.feed_max,
+            approximate=True,
+        )
+
+
+async def prune(redis: Redis, settings: Settings) -> int:
+    """Retention: keep `notification_max` rows and none idle longer than `notification_max_age_s`."""
+    policy = policy_from(settings)
+    for _ in range(MAX_ATTEMPTS):
+        async with redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(*_WATCHED, keys.NOTIFY_IDS)
+                total = int(await redis.zcard(keys.NOTIFY_IDS))
+                over = max(0, total - policy.max_rows)
+                oldest = await redis.zrange(keys.NOTIFY_IDS, 0, over - 1) if over else []
+                aged = await redis.zrangebyscore(
+                    keys.NOTIFY_AGE, "-inf", time.time() - policy.max_age_s, start=0, num=1000
+                )
+                drop = expired([i.decode() for i in oldest], total, [i.decode() for i in aged], policy)
+                if not drop:
+                    return 0
+                rows = await redis.hmget(keys.NOTIFY_ROWS, drop)
+                unread_before = int(await redis.scard(keys.NOTIFY_UNREAD))
+                unread_flags = await redis.smismember(keys.NOTIFY_UNREAD, drop)
+                fps = [orjson.loads(r)["fingerprint"] for r in rows if r is not None]
+                open_ids = await redis.hmget(keys.NOTIFY_OPEN, fps) if fps else []
+                pipe.multi()
+                pipe.hdel(keys.NOTIFY_ROWS, *drop)
+                pipe.zrem(keys.NOTIFY_IDS, *drop)
+                pipe.zrem(keys.NOTIFY_AGE, *drop)
+                pipe.srem(keys.NOTIFY_UNREAD, *drop)
+                stale = [fp for fp, i in zip(fps, open_ids, strict=True) if i and i.decode() in drop]
+                if stale:
+                    pipe.hdel(keys.NOTIFY_OPEN, *stale)
+                removed_unread = sum(1 for f in unread_flags if f)
+                if removed_unread:
+                    payload = {"unread_count": unread_before - removed_unread}
+                    _publish(pipe, [("notifications.unread_count_changed", payload)], settings)
+                await pipe.execute()
+                return len(drop)
+            except WatchError:
+                continue
+    return 0
+
+
+# --- read side (used by the stream gateway's REST routes) -----------------------------------
+async def list_rows(redis: Redis, limit: int, before: str | None) -> tuple[list[Row], str | None]:
+    """Newest first (by id), `before` an id cursor (exclusive). Returns (rows, next cursor)."""
+    upper = f"({before}" if before else "+"
+    ids = await redis.zrange(keys.NOTIFY_IDS, upper, "-", desc=True, bylex=True, offset=0, num=limit + 1)
+    page = [i.decode() for i in ids[:limit]]
+    rows = [orjson.loads(r) for r in await redis.hmget(keys.NOTIFY_ROWS, page) if r] if page else []
+    return rows, (page[-1] if len(ids) > limit and page else None)
+
+
+async def unread_count(redis: Redis) -> int:
+    return int(await redis.scard(keys.NOTIFY_UNREAD))
+
+
+async def set_read(redis: Redis, settings: Settings, row_id: str, read: bool) -> bool:
+    """Mark one row read (read_at = now) or unread. False when the id is unknown."""
+    for _ in range(MAX_ATTEMPTS):
+        async with redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(keys.NOTIFY_ROWS, keys.NOTIFY_UNREAD)
+                raw = await redis.hget(keys.NOTIFY_ROWS, row_id)
+                if raw is None:
+                    return False
+                row = orjson.loads(raw)
+                unread = int(await redis.scard(keys.NOTIFY_UNREAD))
+                was_unread = bool(await redis.sismember(keys.NOTIFY_UNREAD, row_id))
+                row["read_at"] = rfc3339(time.time()) if read else None
+                pipe.multi()
+                pipe.hset(keys.NOTIFY_ROWS, row_id, orjson.dumps(row))
+                feed: list[tuple[str, dict[str, Any]]] = []
+                if read and was_unread:
+                    pipe.srem(keys.NOTIFY_UNREAD, row_id)
+                    unread -= 1
+                elif not read and not was_unread:
+                    pipe.sadd(keys.NOTIFY_UNREAD, row_id)
+                    unread += 1
+                feed.append(("notification.updated", {"notification": row, "unread_count": unread}))
+                if was_unread == read:  # the count moved
+                    feed.append(("notifications.unread_count_changed", {"unread_count": unread}))
+                _publish(pipe, feed, settings)
+                await pipe.execute()
+                return True
+            except WatchError:
+                continue
+    raise RuntimeError("notification bell: too much contention, giving up for now")
+
+
+async def read_all(redis: Redis, settings: Settings) -> int:
+    """Mark every unread row read. Returns how many changed."""
+    for _ in range(MAX_ATTEMPTS):
+        async with redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(keys.NOTIFY_ROWS, keys.NOTIFY_UNREAD)
+                ids = [i.decode() for i in await redis.smembers(keys.NOTIFY_UNREAD)]
+                if not ids:
+                    return 0
+                stamp = rfc3339(time.time())
+                rows = {}
+                for row_id, raw in zip(ids, await redis.hmget(keys.NOTIFY_ROWS, ids), strict=True):
+                    if raw is not None:
+                        row = orjson.loads(raw)
+                        row["read_at"] = stamp
+                        rows[row_id] = row
+                pipe.multi()
+                if rows:
+                    pipe.hset(keys.NOTIFY_ROWS, mapping={i: orjson.dumps(r) for i, r in rows.items()})
+                pipe.delete(keys.NOTIFY_UNREAD)
+                feed: list[tuple[str, dict[str, Any]]] = [
+                    ("notification.updated", {"notification": r, "unread_count": 0})
+                    for r in rows.values()
+                ]
+                feed.append(("notifications.unread_count_changed", {"unread_count": 0}))
+                _publish(pipe, feed, settings)
+                await pipe.execute()
+                return len(ids)
+            except WatchError:
+                continue
+    raise RuntimeError("notification bell: too much contention, giving up for now")

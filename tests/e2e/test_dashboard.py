@@ -1,0 +1,267 @@
+"""The dashboard in a real browser (Debian's chromium, headless) against real `llmwatch` processes.
+
+Each check waits on the page itself (Playwright's auto-retrying `expect`) or polls the API: no
+sleeps. Screenshots land in the test's tmp dir; set LLMWATCH_DASHBOARD_SCREENSHOT=docs/dashboard.png
+to refresh the README's picture.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.samples import all_samples
+from tests.e2e.dashboard_support import (
+    Proc,
+    count_events,
+    history_ids,
+    launch_chromium,
+    post,
+    post_samples,
+    register_app,
+    rows_match_history,
+    stack_env,
+    wait_until,
+)
+from tests.helpers import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+expect.set_options(timeout=20_000)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    yield from launch_chromium()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    """One `llmwatch up` (embedded Redis, sampler every 0.5 s) shared by the read-only checks."""
+    data = tmp_path_factory.mktemp("stack")
+    proc = Proc.up(data, free_port(), stack_env(data))
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    p = context.new_page()
+    errors: list[str] = []
+    p.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield p
+    context.close()
+    assert errors == [], f"JavaScript errors in the page: {errors}"
+
+
+def open_live(page: Any, url: str) -> None:
+    page.goto(url)
+    expect(page.locator("html")).to_have_attribute("data-live-state", "live")
+    expect(page.locator("html")).to_have_attribute("data-snapshots", "1")
+
+
+def unread(page: Any) -> int:
+    return int(page.locator("#bell").get_attribute("data-unread") or 0)
+
+
+def test_seed_events_stats_runs_notifications_and_system_arrive_live(
+    stack: Proc, page: Any, tmp_path: Path
+) -> None:
+    open_live(page, stack.url + "/")
+    chart = page.locator("#sys-chart")
+    before = int(chart.get_attribute("data-samples") or 0)
+    page.wait_for_function(
+        "n => Number(document.getElementById('sys-chart').dataset.samples) > n", arg=before
+    )  # a `system` frame, not the backfill (that was read before `before`)
+    unread_before = unread(page)
+    total_before = len(history_ids(stack.url))
+
+    samples = all_samples(register_app(stack.url, "dashboard-e2e"))
+    post_samples(stack.url, samples)
+    expected = total_before + sum(count_events(path, body) for path, body in samples)
+    wait_until(lambda: len(history_ids(stack.url)) == expected, "history holds every seed event")
+
+    # Rows: exactly history, same order (newest first), no duplicates; then the stats.
+    wait_until(lambda: rows_match_history(page, stack.url), "the table equals /api/history")
+    expect(page.locator("#stat-total")).to_have_text(f"{expected:,}")
+    expect(page.locator('#models-body tr[data-model="gpt-4o"]')).to_be_visible()
+    expect(page.locator('#models-body tr[data-model="qwen2.5-coder:latest"]')).to_be_visible()
+    expect(page.locator("#stat-error-rate")).not_to_have_text("–")
+
+    # The failed events raised run.failed notifications, live.
+    page.wait_for_function(
+        "n => Number(document.getElementById('bell').dataset.unread) > n", arg=unread_before
+    )
+    page.locator("#bell").click()
+    expect(page.locator('#notif-list li[data-kind="run.failed"]').first).to_be_visible()
+
+    # Mark one read: the count falls, on the page and on the server.
+    count = unread(page)
+    page.locator("#notif-list li.unread button.mark").first.click()
+    expect(page.locator("#bell")).to_have_attribute("data-unread", str(count - 1))
+    assert httpx.get(f"{stack.url}/api/notifications/unread-count").json()["count"] == count - 1
+    page.keyboard.press("Escape")
+
+    # A row opens the full event with its metadata.
+    page.locator("#events-body tr", has_text="connection refused").first.click()
+    expect(page.locator("#detail-body")).to_contain_text("connection refused")
+    expect(page.locator("#detail-body")).to_contain_text("502")
+    page.locator("#detail-close").click()
+
+    # The agent run's tree: its children with their output and error.
+    page.locator("#runs-recent li", has_text="weather-agent").first.click()
+    tree = page.locator("#detail-body")
+    expect(tree).to_contain_text("weather API timed out")
+    expect(tree).to_contain_text("Let me check.")
+    expect(tree.locator(".run-node")).to_have_count(3)
+    page.locator("#detail-close").click()
+
+    # An in-flight run: elapsed time and live tokens/s, then it ends.
+    session = str(uuid.uuid4())
+    base = {"command": "long-job", "model": "gpt-4o", "session_id": session, "metadata": {}}
+    post(stack.url, "/api/open-wrapper", {**base, "event_type": "request", "status": "start"})
+    post(stack.url, "/api/open-wrapper", {**base, "event_type": "streaming", "status": "running",
+                                          "tokens_so_far": 48})  # fmt: skip
+    running = page.locator(f'#runs-inflight li[data-run-id="{session}"]')
+    expect(running.locator(".run-rate")).to_contain_text("tok/s")
+    post(stack.url, "/api/open-wrapper", {**base, "event_type": "completion", "status": "completed",
+                                          "duration_ms": 1500})  # fmt: skip
+    expect(running).to_have_count(0)
+    expect(page.locator(f'#runs-recent li[data-run-id="{session}"]')).to_be_visible()
+
+    shot = tmp_path / "dashboard.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"dashboard screenshot: {shot}")
+    if target := os.environ.get("LLMWATCH_DASHBOARD_SCREENSHOT"):
+        page.screenshot(path=target)
+
+    # Phone width: one column, nothing wider than the screen.
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    expect(page.locator("#events-body tr").first).to_be_visible()
+    page.screenshot(path=str(tmp_path / "dashboard-phone.png"), full_page=True)
+
+
+def test_markup_in_event_fields_renders_as_text(stack: Proc, page: Any) -> None:
+    open_live(page, stack.url + "/")
+    marker = uuid.uuid4().hex[:8]
+    script = f"<script>window.__pwned='{marker}'</script>"
+    img = "<img src=x onerror=\"window.__pwned='img'\">"
+    post(stack.url, "/api/open-wrapper", {
+        "event_type": "error", "command": script, "status": "failed", "model": img,
+        "metadata": {"error": f"<b>bold</b>{script}", img: img},
+    })  # fmt: skip
+
+    row = page.locator("#events-body tr", has_text=marker)
+    expect(row).to_have_count(1)
+    expect(row.locator(".col-command")).to_have_text(script)
+    expect(row.locator(".col-model")).to_have_text(img)
+    row.click()
+    expect(page.locator("#detail-body")).to_contain_text(f"<b>bold</b>{script}")
+    expect(page.locator("#detail-title")).to_contain_text(script)
+    page.locator("#detail-close").click()
+    page.locator("#bell").click()
+    expect(page.locator("#notif-list li", has_text=marker).first).to_be_visible()
+
+    assert page.evaluate("window.__pwned") is None
+    injected = "script, img, b"
+    for area in ("#events-body", "#detail-body", "#notif-list"):
+        assert page.locator(area).locator(injected).count() == 0, area
+
+
+@pytest.mark.parametrize("election", ["locks", "heartbeat"])
+def test_tabs_share_one_connection_and_hand_it_over(
+    browser: Any, tmp_path: Path, election: str
+) -> None:
+    proc = Proc.up(tmp_path / "data", free_port(), stack_env(tmp_path / "data"))
+    proc.start()
+    context = browser.new_context()
+    try:
+        if election == "heartbeat":  # pages on plain http://host are not secure contexts
+            context.add_init_script(
+                "Object.defineProperty(Navigator.prototype, 'locks', {get: () => undefined})"
+            )
+        tabs = [context.new_page() for _ in range(3)]
+        for tab in tabs:
+            open_live(tab, proc.url + "/")
+        roles = [tab.locator("html").get_attribute("data-live-role") for tab in tabs]
+        assert sorted(roles) == ["follower", "follower", "leader"]
+        wait_until(lambda: proc.gauge("llmwatch_sse_streams_open") == 1, "one SSE stream open")
+
+        for i in range(3):
+            post(proc.url, "/api/open-wrapper", {"event_type": "request", "command": f"tab-{i}",
+                                                 "status": "start", "metadata": {}})  # fmt: skip
+        for tab in tabs:
+            wait_until(lambda t=tab: rows_match_history(t, proc.url, 3), "every tab shows all")
+
+        # The leader goes; events posted meanwhile still reach a follower, exactly once.
+        leader = tabs[roles.index("leader")]
+        rest = [t for t in tabs if t is not leader]
+        leader.close()
+        for i in range(3, 6):
+            post(proc.url, "/api/open-wrapper", {"event_type": "request", "command": f"tab-{i}",
+                                                 "status": "start", "metadata": {}})  # fmt: skip
+        wait_until(
+            lambda: sorted(t.locator("html").get_attribute("data-live-role") for t in rest)
+            == ["follower", "leader"],
+            "a follower took over",
+        )
+        for tab in rest:
+            wait_until(lambda t=tab: rows_match_history(t, proc.url, 6), "no gap at hand-over")
+            assert tab.locator("#events-table").get_attribute("data-duplicates") is None
+        wait_until(lambda: proc.gauge("llmwatch_sse_streams_open") == 1, "still one stream")
+    finally:
+        context.close()
+        proc.stop()
+
+
+def test_page_resumes_after_the_gateway_restarts_without_gaps_or_repeats(
+    browser: Any, tmp_path: Path
+) -> None:
+    """The page talks to a separate `serve stream`; it is killed while events keep arriving at
+    `llmwatch up`, then restarted: the page resumes from its last event id."""
+    data = tmp_path / "data"
+    up = Proc.up(data, free_port(), stack_env(data))
+    up.start()
+    redis_url = (data / "redis.url").read_text().strip()
+    gateway = Proc.serve("stream", data, free_port(), stack_env(data, REDIS_URL=redis_url))
+    gateway.start()
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        open_live(page, gateway.url + "/")
+
+        def send(n: int, tag: str) -> None:
+            for i in range(n):
+                post(up.url, "/api/open-wrapper", {"event_type": "request", "command": f"{tag}-{i}",
+                                                   "status": "start", "metadata": {}})  # fmt: skip
+
+        send(5, "before")
+        wait_until(lambda: rows_match_history(page, gateway.url, 5), "first batch shown")
+
+        gateway.kill()  # SIGKILL: no goodbye to the browser
+        expect(page.locator("html")).not_to_have_attribute("data-live-state", "live")
+        send(5, "during")  # published while no gateway runs
+        gateway.start()
+        expect(page.locator("html")).to_have_attribute("data-live-state", "live")
+        send(5, "after")
+
+        wait_until(lambda: rows_match_history(page, gateway.url, 15), "no gap after restart")
+        assert page.locator("#events-table").get_attribute("data-duplicates") is None
+        # Resumed from the cursor, not rebuilt from a fresh snapshot.
+        assert page.locator("html").get_attribute("data-snapshots") == "1"
+        page.screenshot(path=str(tmp_path / "dashboard-resumed.png"), full_page=True)
+    finally:
+        context.close()
+        gateway.stop()
+        up.stop()
