@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,15 @@ def _version(argv: list[str]) -> str | None:
     return text[0].strip() if text else None
 
 
+def short_version(text: str | None) -> str | None:
+    """"Redis server v=6.2.14 sha=…" → "redis 6.2.14"; "wrk debian/4.1.0-3 …" → "wrk 4.1.0"."""
+    if not text:
+        return None
+    found = re.search(r"(?:v=|/|version )v?(\d+\.\d+(?:\.\d+)?)", text)
+    name = text.split()[0].lower()
+    return f"{name} {found.group(1)}" if found else text
+
+
 def describe(redis_binary: str | None = None) -> dict[str, Any]:
     """A dict for the JSON and the BENCHMARKS.md header. Load average shows how quiet it was."""
     mem = psutil.virtual_memory()
@@ -46,7 +56,9 @@ def describe(redis_binary: str | None = None) -> dict[str, Any]:
         "loadavg": [round(x, 2) for x in os.getloadavg()],
         "kernel": platform.release(),
         "python": sys.version.split()[0],
-        "redis_server": _version([redis_binary, "--version"]) if redis_binary else None,
-        "wrk": _version(["wrk", "--version"]),
-        "nginx": _version(["nginx", "-v"]),
+        "redis_server": short_version(_version([redis_binary, "--version"]))
+        if redis_binary
+        else None,
+        "wrk": short_version(_version(["wrk", "--version"])),
+        "nginx": short_version(_version(["nginx", "-v"])),
     }

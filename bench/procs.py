@@ -7,6 +7,7 @@ import contextlib
 import http.client
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -120,14 +121,21 @@ class Procs:
             wait_http(proc, "/readyz", timeout)
         return proc
 
-    def refapp(self, timeout: float = 20.0) -> Proc:
+    def refapp(self, timeout: float = 20.0, *, kind: str = "bare") -> Proc:
+        """A reference app: `bare` ASGI answering {"ok":true}, `fastapi` one-route FastAPI app,
+        or `sse`, a bare ASGI event stream that holds idle clients."""
         port = free_port()
-        argv = [sys.executable, "-m", "uvicorn", "bench.refapp:app", "--host", "127.0.0.1",
+        target = {"bare": ["bench.refapp:app"], "sse": ["bench.refapp:sse"],
+                  "fastapi": ["--factory", "bench.refapp:fastapi_factory"]}[kind]  # fmt: skip
+        argv = [sys.executable, "-m", "uvicorn", *target, "--host", "127.0.0.1",
                 "--port", str(port), "--loop", "uvloop", "--http", "httptools",
                 "--lifespan", "off", "--no-access-log", "--no-server-header",
                 "--log-level", "warning"]  # fmt: skip
-        proc = self.spawn("refapp", argv, port=port)
-        wait_http(proc, "/", timeout, method="POST")
+        proc = self.spawn(f"refapp-{kind}", argv, port=port)
+        if kind == "sse":
+            wait_port(proc, timeout)
+        else:
+            wait_http(proc, "/", timeout, method="POST")
         return proc
 
     def stop_all(self) -> None:
@@ -179,6 +187,19 @@ def wait_http(proc: Proc, path: str, timeout: float, *, method: str = "GET") -> 
     raise ServiceUnavailable(f"{proc.name} not ready after {timeout}s ({last}): {proc.log_tail()}")
 
 
+def wait_port(proc: Proc, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise ServiceUnavailable(f"{proc.name} exited: {proc.log_tail()}")
+        try:
+            socket.create_connection(("127.0.0.1", proc.port or 0), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise ServiceUnavailable(f"{proc.name} not listening after {timeout}s")
+
+
 def request(
     port: int,
     method: str,
@@ -228,3 +249,34 @@ class RssSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        t = psutil.Process(pid).cpu_times()
+        return float(t.user + t.system)
+    except psutil.Error:
+        return 0.0
+
+
+class CpuMeter:
+    """Share of one core each process used inside `with` (1.0 = one whole core): tells whether
+    a figure is bounded by its server's CPU, by Redis, or by something else (waiting)."""
+
+    def __init__(self, pids: Mapping[str, int]) -> None:
+        self.pids = dict(pids)
+        self.shares: dict[str, float] = {}
+
+    def __enter__(self) -> CpuMeter:
+        self._t0 = time.perf_counter()
+        self._before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        seconds = time.perf_counter() - self._t0
+        if seconds <= 0:
+            return
+        self.shares = {
+            name: round((cpu_seconds(pid) - self._before[name]) / seconds, 2)
+            for name, pid in self.pids.items()
+        }

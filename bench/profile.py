@@ -13,6 +13,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def py_spy() -> str | None:
     return shutil.which("py-spy") or _venv_py_spy()
@@ -46,7 +48,9 @@ def finish(proc: subprocess.Popen[bytes] | None, out: Path, seconds: float) -> d
 
 
 def summarize(raw: str, *, rate: int, seconds: float, top: int = 12) -> dict[str, Any]:
-    """Top functions by self and by inclusive share of the sampled (non-idle) stacks."""
+    """Top functions by self share of the sampled (non-idle) stacks, and llmwatch's own
+    functions (services/, shared/) by inclusive share: what the project's code costs with
+    everything it calls."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
@@ -55,13 +59,13 @@ def summarize(raw: str, *, rate: int, seconds: float, top: int = 12) -> dict[str
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = [_short(f) for f in stack.split(";") if f and not f.startswith("process ")
-                  and not f.startswith("thread ")]  # fmt: skip
+        frames = [f for f in stack.split(";")
+                  if f and not f.startswith("process ") and not f.startswith("thread ")]  # fmt: skip
         if not frames:
             continue
         total += count
-        own[frames[-1]] += count
-        for frame in set(frames):
+        own[_short(frames[-1])] += count
+        for frame in {_short(f) for f in frames if _is_project(f)}:
             inclusive[frame] += count
     if not total:
         return {"samples": 0}
@@ -75,6 +79,11 @@ def summarize(raw: str, *, rate: int, seconds: float, top: int = 12) -> dict[str
         "self": share(own),
         "inclusive": share(inclusive),
     }
+
+
+def _is_project(frame: str) -> bool:
+    where = frame.partition(" (")[2].removeprefix(str(ROOT) + "/")
+    return where.startswith(("services/", "shared/")) and not where.startswith("services/cli.py")
 
 
 def _short(frame: str) -> str:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import psutil
+from bench.procs import ROOT, cpu_seconds
 
 
 class ReceiverGroup:
@@ -39,7 +39,7 @@ class ReceiverGroup:
             argv = [sys.executable, "-m", "bench.receiver", str(self.port), "--path", self.path,
                     "--clients", str(n), "--mode", self.mode, "--out", str(self._out(i))]  # fmt: skip
             self.procs.append(await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE))  # fmt: skip
+                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT))  # fmt: skip
         for ready in await asyncio.wait_for(self._read_all(), timeout):
             self.connected += ready["connected"]
             self.errors += ready["errors"]
@@ -93,10 +93,3 @@ class ReceiverGroup:
     def cpu_seconds(self) -> float:
         return sum(cpu_seconds(p.pid) for p in self.procs)
 
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        t = psutil.Process(pid).cpu_times()
-        return float(t.user + t.system)
-    except psutil.Error:
-        return 0.0

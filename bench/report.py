@@ -46,8 +46,11 @@ def table(figures: dict[str, dict[str, Any]]) -> list[str]:
     rows = ["| figure | llmwatch | reference, same run | ratio | target | verdict |",
             "|---|---|---|---|---|---|"]  # fmt: skip
     for f in ordered(figures):
+        verdict = VERDICT.get(f["status"], f["status"])
+        if f.get("verdict_note"):
+            verdict += f" ({f['verdict_note']})"
         rows.append(f"| {f['title']} | {_ours(f)} | {_reference(f)} | {_ratio(f)} | "
-                    f"{f['target']} | {VERDICT.get(f['status'], f['status'])} |")  # fmt: skip
+                    f"{f['target']} | {verdict} |")  # fmt: skip
     return rows
 
 
@@ -71,7 +74,7 @@ def _profile_lines(prof: dict[str, Any]) -> list[str]:
     own = ", ".join(f"`{name}` {pct}%" for name, pct in prof["self"][:6])
     incl = ", ".join(f"`{name}` {pct}%" for name, pct in prof["inclusive"][:8])
     return [f"  - py-spy ({prof['samples']} samples, busy {prof.get('busy_pct')}% of one core): "
-            f"self time: {own}", f"  - inclusive: {incl}"]  # fmt: skip
+            f"self time: {own}", f"  - llmwatch functions, inclusive: {incl}"]  # fmt: skip
 
 
 def bounds(figures: dict[str, dict[str, Any]]) -> list[str]:

@@ -30,16 +30,16 @@ class RenderError(ValueError):
     """The shipped file does not have the shape the local runner relies on."""
 
 
-_UPSTREAM_RE = re.compile(r"^\s*upstream\s+([\w-]+)\s*\{(.*?)^\s*\}", re.M | re.S)
-_LISTEN_RE = re.compile(rf"^(\s*)listen\s+{FRONT_DOOR_PORT}\s*;", re.M)
-_HTTP_RE = re.compile(r"^(\s*)http\s*\{[^\n]*\n", re.M)
+_UPSTREAM_RE = re.compile(r"^\s*upstream\s+([\w-]+)\s*\{(.*?)^\s*\}", re.MULTILINE | re.DOTALL)
+_LISTEN_RE = re.compile(rf"^(\s*)listen\s+{FRONT_DOOR_PORT}\s*;", re.MULTILINE)
+_HTTP_RE = re.compile(r"^(\s*)http\s*\{[^\n]*\n", re.MULTILINE)
 
 
 def nginx_upstreams(conf: str) -> dict[str, list[str]]:
     """Upstream name → its `server` lines' addresses, as written in the file."""
     found: dict[str, list[str]] = {}
     for match in _UPSTREAM_RE.finditer(conf):
-        servers = re.findall(r"^\s*server\s+(\S+)[^;]*;", match.group(2), re.M)
+        servers = re.findall(r"^\s*server\s+([^\s;]+)[^;\n]*;", match.group(2), re.MULTILINE)
         found[match.group(1)] = servers
     return found
 
@@ -60,7 +60,9 @@ def render_nginx(conf: str, *, listen: str, upstreams: Mapping[str, Sequence[str
         name, addresses = match.group(1), upstreams[match.group(1)]
         if not addresses:
             raise RenderError(f"upstream {name!r} needs at least one local address")
-        docker_line = re.compile(rf"^(\s*)server\s+{re.escape(name)}:{CONTAINER_PORT}\b[^;]*;", re.M)
+        docker_line = re.compile(
+            rf"^(\s*)server\s+{re.escape(name)}:{CONTAINER_PORT}\b[^;\n]*;", re.MULTILINE
+        )
         body, n = docker_line.subn(
             lambda m: "\n".join(f"{m.group(1)}server {a};" for a in addresses), match.group(2), 1
         )
@@ -106,8 +108,11 @@ def render_prometheus(
     `<targets_dir>/<job>.json` instead, and rule files resolve against `rules_dir`."""
     out: dict[str, Any] = {k: v for k, v in config.items() if k != "scrape_configs"}
     if scrape_interval:
-        out["global"] = {**config.get("global", {}), "scrape_interval": scrape_interval,
-                         "evaluation_interval": scrape_interval}
+        out["global"] = {
+            **config.get("global", {}),
+            "scrape_interval": scrape_interval,
+            "evaluation_interval": scrape_interval,
+        }
         out["global"].pop("scrape_timeout", None)
     out["rule_files"] = [str(rules_dir / f) for f in config.get("rule_files") or []]
     jobs = []
@@ -118,7 +123,9 @@ def render_prometheus(
             raise RenderError(f"job {job['job_name']!r} is not DNS-discovered; cannot run locally")
         for sd in sds:
             if sd.get("type") != "A" or sd.get("port") != CONTAINER_PORT:
-                raise RenderError(f"job {job['job_name']!r}: expected type A, port {CONTAINER_PORT}")
+                raise RenderError(
+                    f"job {job['job_name']!r}: expected type A, port {CONTAINER_PORT}"
+                )
         job["file_sd_configs"] = [{"files": [str(targets_dir / f"{job['job_name']}.json")]}]
         if scrape_interval:
             job.pop("scrape_interval", None)

@@ -39,7 +39,10 @@ def send_samples(
                 print(f"{response.status_code} POST {path:<18} {summary(body, response)}")
                 failures += not response.is_success
     except httpx.HTTPError as exc:
-        print(f"llmwatch send: cannot reach {base}: {exc} (is `llmwatch up` running?)", file=sys.stderr)
+        print(
+            f"llmwatch send: cannot reach {base}: {exc} (is `llmwatch up` running?)",
+            file=sys.stderr,
+        )
         return 1
     print(f"sent {len(samples)} requests to {base}, {failures} failed")
     return 1 if failures else 0
@@ -50,8 +53,11 @@ def _demo_app(client: httpx.Client, admin_token: str | None) -> str | None:
     headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
     listing = client.get("/api/apps", headers=headers)
     if listing.status_code == 401:
-        print("llmwatch send: /api/apps needs the admin token (--admin-token); "
-              "skipping the LLMonitor samples", file=sys.stderr)
+        print(
+            "llmwatch send: /api/apps needs the admin token (--admin-token); "
+            "skipping the LLMonitor samples",
+            file=sys.stderr,
+        )
         return None
     listing.raise_for_status()
     for app in listing.json().get("items", []):
@@ -59,8 +65,9 @@ def _demo_app(client: httpx.Client, admin_token: str | None) -> str | None:
             return str(app["id"])
     created = client.post("/api/apps", json={"name": DEMO_APP}, headers=headers)
     created.raise_for_status()
-    print(f"{created.status_code} POST /api/apps          registered app {DEMO_APP} = {created.json()['id']}")
-    return str(created.json()["id"])
+    app_id = str(created.json()["id"])
+    print(f"{created.status_code} POST {'/api/apps':<18} registered app {DEMO_APP} = {app_id}")
+    return app_id
 
 
 def summary(body: Any, response: httpx.Response) -> str:
@@ -81,4 +88,5 @@ def summary(body: Any, response: httpx.Response) -> str:
         return f"{events}: {ok} accepted, {len(answer['results']) - ok} refused"
     if response.is_success:
         return f"{events}: accepted"
-    return f"{events}: {answer.get('detail', response.reason_phrase) if isinstance(answer, dict) else answer}"
+    detail = answer.get("detail", response.reason_phrase) if isinstance(answer, dict) else answer
+    return f"{events}: {detail}"

@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -55,10 +55,12 @@ class Process:
         return f"http://{self.address}"
 
     def start(self) -> Process:
-        with open(self.log, "ab") as out:  # append: nginx workers share it with the master
+        # Append: nginx workers share the file with the master. A session of its own: Ctrl-C
+        # reaches only the runner, which stops the parts in order.
+        with open(self.log, "ab") as out:
             self.popen = subprocess.Popen(
                 self.command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env, start_new_session=True,  # Ctrl-C reaches the runner, which orders the stop
+                env=self.env, start_new_session=True,
             )  # fmt: skip
         return self
 
@@ -120,7 +122,7 @@ class Topology:
         return [p for p in self.processes if p.service == service]
 
     # --- lifecycle ----------------------------------------------------------------------------
-    def start(self, timeout: float = 90.0) -> Topology:
+    def start(self, timeout: float = 90.0) -> Self:
         missing = set(SERVICES) - set(self.replicas)
         if missing or any(n < 1 for n in self.replicas.values()):
             raise ValueError(f"every service needs at least one replica: {self.replicas}")
@@ -158,7 +160,7 @@ class Topology:
         proc.start()
         self._wait_ready([proc], "/readyz", timeout)
 
-    def __enter__(self) -> Topology:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -188,10 +190,13 @@ class Topology:
         binary = self.nginx_binary or _which("nginx", "/usr/sbin/nginx")
         prefix = self.run_dir / "nginx"
         (prefix / "temp").mkdir(parents=True, exist_ok=True)
+        shipped = (self.deploy_dir / "nginx.conf").read_text()
+        # An upstream is named after the compose service whose replicas it balances.
+        upstreams = {
+            u: [p.address for p in self.of(u)] for u in deploy_config.nginx_upstreams(shipped)
+        }
         conf = deploy_config.render_nginx(
-            (self.deploy_dir / "nginx.conf").read_text(),
-            listen=f"127.0.0.1:{self.port}",
-            upstreams={s: [p.address for p in self.of(s)] for s in ("ingest", "stream", "metrics")},
+            shipped, listen=f"127.0.0.1:{self.port}", upstreams=upstreams
         )
         (prefix / "nginx.conf").write_text(conf)
         globals_ = deploy_config.nginx_globals(prefix / "nginx.pid", as_root=os.geteuid() == 0)
@@ -268,8 +273,12 @@ def register(sub: Any) -> None:
     p.add_argument("--port", type=int, default=3000, help="nginx front door (default 3000)")
     p.add_argument("--prometheus-port", type=int, default=9090, help="default 9090; 0 = none")
     p.add_argument("--redis-url", help="use this Redis instead of a private redis-server")
-    p.add_argument("--run-dir", type=Path, default=Path(".llmwatch/topology"),
-                   help="configs, logs and data of this run (default .llmwatch/topology)")
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        default=Path(".llmwatch/topology"),
+        help="configs, logs and data of this run (default .llmwatch/topology)",
+    )
     p.add_argument("--deploy-dir", type=Path, default=DEPLOY_DIR, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
@@ -286,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
         topology.start()
         _print_summary(topology)
         return _supervise(topology)
-    except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
+    except (FileNotFoundError, RuntimeError, TimeoutError, ValueError) as exc:
         print(f"llmwatch topology: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -317,7 +326,7 @@ def _supervise(topology: Topology) -> int:
             if proc.service not in SERVICES:
                 print(f"llmwatch topology: {proc.name} exited:\n{proc.log_tail()}", file=sys.stderr)
                 return 1
-            print(f"llmwatch topology: {proc.name} exited ({proc.popen and proc.popen.returncode}); "
-                  "restarting", file=sys.stderr)  # fmt: skip
+            code = proc.popen.returncode if proc.popen else None
+            print(f"llmwatch topology: {proc.name} exited ({code}); restarting", file=sys.stderr)
             with contextlib.suppress(RuntimeError, TimeoutError):
                 topology.restart(proc)

@@ -155,7 +155,7 @@ def run_children(partition: int, parent_id: str) -> str:
 # --- notification bell (slot {notify}) ------------------------------------------------------
 NOTIFY_ROWS = f"{NOTIFY}:rows"  # hash: id -> row JSON
 NOTIFY_IDS = f"{NOTIFY}:ids"  # sorted set, score 0: ids in ULID (creation) order
-NOTIFY_AGE = f"{NOTIFY}:age"  # sorted set: id -> last_occurred_at (epoch s)
+NOTIFY_AGE = f"{NOTIFY}:age"  # sorted set: id -> last written (epoch s), for age retention
 NOTIFY_OPEN = f"{NOTIFY}:open"  # hash: fingerprint -> id of its newest row
 NOTIFY_UNREAD = f"{NOTIFY}:unread"  # set of unread ids
 NOTIFY_APPLIED = f"{NOTIFY}:applied"  # sorted set: dedup id -> applied at (epoch s)

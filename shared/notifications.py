@@ -84,7 +84,8 @@ def joins(row: Row | None, occ: Occurrence, window_s: float) -> bool:
     """Does `occ` fold into `row`? Same fingerprint and within the window after its last one."""
     if row is None or row.get("fingerprint") != occ.fingerprint:
         return False
-    return occ.occurred_at - last_occurred(row) <= window_s
+    # In whole milliseconds, the precision timestamps are stored with.
+    return round((occ.occurred_at - last_occurred(row)) * 1000) <= round(window_s * 1000)
 
 
 def new_row(occ: Occurrence, row_id: str, now: float) -> Row:

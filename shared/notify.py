@@ -24,7 +24,7 @@ from redis.exceptions import WatchError
 from ulid import ULID
 
 from shared import keys
-from shared.notifications import Bell, Occurrence, Policy, Row, expired, fold, last_occurred
+from shared.notifications import Bell, Occurrence, Policy, Row, expired, fold
 from shared.settings import Settings
 from shared.times import rfc3339
 
@@ -111,7 +111,7 @@ def _write(pipe: Any, bell: Bell, now: float, settings: Settings) -> None:
         pipe.hset(keys.NOTIFY_ROWS, mapping={i: orjson.dumps(r) for i, r in bell.writes.items()})
         pipe.hset(keys.NOTIFY_OPEN, mapping={r["fingerprint"]: i for i, r in bell.writes.items()})
         pipe.zadd(keys.NOTIFY_IDS, {i: 0 for i in bell.writes})
-        pipe.zadd(keys.NOTIFY_AGE, {i: last_occurred(r) for i, r in bell.writes.items()})
+        pipe.zadd(keys.NOTIFY_AGE, {i: now for i in bell.writes})  # age = idle time, by our clock
     if bell.newly_unread:
         pipe.sadd(keys.NOTIFY_UNREAD, *bell.newly_unread)
     pipe.zadd(keys.NOTIFY_APPLIED, {d: now for d in bell.applied_now})

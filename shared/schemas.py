@@ -21,7 +21,9 @@ class DashboardEvent(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(description="client id, a new UUID when missing, or uuid5(runId|event|timestamp)")
+    id: str = Field(
+        description="client id, a new UUID when missing, or uuid5(runId|event|timestamp)"
+    )
     timestamp: str = Field(description="RFC 3339, UTC, `Z` suffix; receive time when missing")
     event_type: str = Field(description="request streaming completion error setup status system")
     command: str
@@ -68,7 +70,9 @@ class LLMonitorEvent(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    type: str = Field(min_length=1, description="llm agent tool chain chat convo thread embed retriever")
+    type: str = Field(
+        min_length=1, description="llm agent tool chain chat convo thread embed retriever"
+    )
     event: str = Field(min_length=1, description="start end error feedback chat update")
     app: str | None = Field(None, min_length=1)
     runId: str = Field(min_length=1)

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 def rfc3339(epoch_s: float) -> str:
     """`2026-01-01T00:00:00.000Z` for an epoch in seconds."""
-    moment = datetime.fromtimestamp(epoch_s, UTC)
+    # Round to the millisecond first: isoformat truncates, and 0.7 s is 0.69999… as a float.
+    moment = datetime.fromtimestamp(round(epoch_s * 1000) / 1000, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -21,7 +21,9 @@ from bench import loader, profile, stats
 from bench.bodies import BENCH_APP
 from bench.figures.common import events_stream, failed, figure, redis_client
 from bench.plan import Plan
-from bench.procs import Proc, ServiceUnavailable, procs, request, wait_http
+from bench.procs import (
+    ROOT, CpuMeter, Proc, ServiceUnavailable, cpu_seconds, procs, request, wait_http,
+)  # fmt: skip
 from shared import keys
 
 SPEC = ("aggregator", "aggregator events/s, 1 process", "events/s", "ratio ≥ 0.3 and ≥ 20,000/s")
@@ -44,10 +46,12 @@ def run(plan: Plan) -> list[dict[str, Any]]:
             details["load_s"] = round(time.perf_counter() - t0, 2)
             details["events"] = len(ids)
             details["stream_bytes"] = r.memory_usage(events_stream())
-            reference = _drain_reference(server.url, plan)
-            details["reference"] = reference
-            agg = _start(ps, server.url, r)
-            drained = _drain(agg, r, ids, plan)
+            redis_pid = int(r.info("server")["process_id"])
+            with CpuMeter({"redis": redis_pid}) as cpu:
+                reference = _drain_reference(server.url, plan)
+            details["reference"] = reference | {"cpu_share": cpu.shares}
+            agg = start_aggregator(ps, server.url, r)
+            drained = wait_drained(agg, r, ids, {"aggregator": agg.pid, "redis": redis_pid})
             details["aggregator"] = drained
             details["stats_total"] = _stats_total(ps, server.url, len(ids), details)
             if plan.profile:
@@ -66,17 +70,17 @@ def run(plan: Plan) -> list[dict[str, Any]]:
 
 def _drain_reference(url: str, plan: Plan) -> dict[str, Any]:
     argv = [sys.executable, "-m", "bench.refclient", "drain", url, events_stream(), REF_GROUP]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=ROOT)
     if out.returncode:
         raise RuntimeError(f"reference drain failed: {out.stderr[-500:]}")
     return json.loads(out.stdout)
 
 
-def _start(ps: Any, url: str, r: Any) -> Proc:
+def start_aggregator(ps: Any, url: str, r: Any) -> Proc:
     # The group starts at 0 so the aggregator reads the stored events whatever id it would
     # create its group at; BUSYGROUP is what a correct aggregator expects on restart anyway.
     try:
-        r.xgroup_create(events_stream(), keys.AGGREGATOR_GROUP, id="0")
+        r.xgroup_create(events_stream(), keys.AGGREGATOR_GROUP, id="0", mkstream=True)
     except Exception as exc:  # noqa: BLE001
         if "BUSYGROUP" not in str(exc):
             raise
@@ -95,12 +99,16 @@ def _stream_id(raw: bytes) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def _drain(agg: Proc, r: Any, ids: list[bytes], plan: Plan) -> dict[str, Any]:
+def wait_drained(agg: Proc, r: Any, ids: list[bytes],
+                 pids: dict[str, int] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Poll the aggregator's group until every id is delivered and acknowledged: its rate from
+    the first delivered batch on, and (given `pids`) each process's CPU share meanwhile."""
     total = len(ids)
     ordered = [_stream_id(i) for i in ids]
     started = time.monotonic()
     deadline = started + max(90.0, total / 1000)
     first: tuple[float, int] | None = None
+    cpu_before: dict[str, float] = {}
     while time.monotonic() < deadline:
         if first is None and time.monotonic() - started > IDLE_LIMIT_S:
             raise ServiceUnavailable(f"aggregator consumed nothing in {IDLE_LIMIT_S:.0f} s")
@@ -112,13 +120,16 @@ def _drain(agg: Proc, r: Any, ids: list[bytes], plan: Plan) -> dict[str, Any]:
             done = bisect.bisect_right(ordered, _stream_id(info["last-delivered-id"]))
             if first is None and done > 0:
                 first = (now, done)
+                cpu_before = {k: cpu_seconds(p) for k, p in (pids or {}).items()}
             if done >= total and info["pending"] == 0:
                 assert first is not None
                 seconds = now - first[0]
                 counted = total - first[1]
                 rate = counted / seconds if seconds > 0 else 0.0
+                cpu = {k: round((cpu_seconds(p) - cpu_before[k]) / seconds, 2)
+                       for k, p in (pids or {}).items()} if seconds > 0 else {}  # fmt: skip
                 return {"events": total, "seconds": round(seconds, 4), "rate": round(rate, 1),
-                        "first_seen": first[1]}  # fmt: skip
+                        "first_seen": first[1], "cpu_share": cpu}  # fmt: skip
         time.sleep(POLL_S)
     raise RuntimeError(f"aggregator did not drain {total} events in time")
 
@@ -151,5 +162,5 @@ def _profile(ps: Any, agg: Proc, r: Any, group: list[loader.Template], plan: Pla
     spy = profile.start(agg.pid, seconds, out)
     wait_http(agg, "/healthz", 5)
     result = profile.finish(spy, out, seconds)
-    _drain(agg, r, ids, plan)
+    wait_drained(agg, r, ids)
     return result

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+import uuid
 from typing import Any
 
 import orjson
@@ -23,7 +25,7 @@ from bench.figures.common import (
     write_body,
 )  # fmt: skip
 from bench.plan import Plan
-from bench.procs import Proc, Procs, RssSampler, ServiceUnavailable, procs
+from bench.procs import ROOT, CpuMeter, Proc, Procs, RssSampler, ServiceUnavailable, procs
 from shared import keys
 
 PATH = "/api/open-wrapper"
@@ -32,6 +34,7 @@ BATCH = ("ingest_batch", "ingest, 100-event batches, events/s", "events/s", "rat
 MEMORY = ("ingest_rss", "ingest RSS under load", "MB", "< 120 MB")
 BATCH_SIZE = 100
 XADD_CONCURRENCY = 4
+SETTLE_S = 0.5  # requests wrk left in flight finish landing before the stream is counted/reset
 
 
 def run(plan: Plan) -> list[dict[str, Any]]:
@@ -40,6 +43,7 @@ def run(plan: Plan) -> list[dict[str, Any]]:
         server = ps.redis()
         r = redis_client(server.url)
         ref = ps.refapp()
+        framework = ps.refapp(kind="fastapi")
         try:
             ingest: Proc | None = ps.service("ingest", server.url)
             expect_ok(ingest, PATH, fill_ids(bodies.single_template()))
@@ -49,7 +53,10 @@ def run(plan: Plan) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for fn, spec in ((_single, SINGLE), (_batch, BATCH)):
             try:
-                out.append(fn(plan, ps, ref, ingest, r, peak_rss))
+                if fn is _single:
+                    out.append(_single(plan, ps, ref, ingest, r, peak_rss, framework))
+                else:
+                    out.append(_batch(plan, ps, ref, ingest, r, peak_rss))
             except Exception as exc:  # noqa: BLE001 - one figure's failure must not stop the run
                 out.append(failed(*spec, exc))
             r.delete(events_stream())
@@ -64,32 +71,45 @@ def run(plan: Plan) -> list[dict[str, Any]]:
 
 
 def _single(plan: Plan, ps: Procs, ref: Proc, ingest: Proc | None, r: Any,
-            peak_rss: list[int]) -> dict[str, Any]:  # fmt: skip
+            peak_rss: list[int], framework: Proc) -> dict[str, Any]:  # fmt: skip
     body = write_body(ps.workdir, "single.json", bodies.single_template())
     common = {"workdir": ps.workdir, "connections": plan.wrk_connections, "body_file": body}
     wrk.run(f"{ref.url}/", duration_s=1, run_id="warm", **common)
+    wrk.run(f"{framework.url}/", duration_s=1, run_id="warm", **common)
     if ingest:
         wrk.run(ingest.url + PATH, duration_s=1, run_id="warm", **common)
-    refs, ours, rounds = [], [], []
+        time.sleep(SETTLE_S)
+    refs, ours, rounds, fastapi_rps = [], [], [], []
     for i in range(plan.rounds):
         a = wrk.run(f"{ref.url}/", duration_s=plan.duration_s, run_id=f"r{i}", **common)
         require_clean(a, "reference")
         refs.append(a.rps)
-        entry: dict[str, Any] = {"reference": a.as_dict()}
+        f = wrk.run(f"{framework.url}/", duration_s=plan.duration_s, run_id=f"f{i}", **common)
+        fastapi_rps.append(f.rps)
+        entry: dict[str, Any] = {"reference": a.as_dict(), "fastapi_one_route": f.as_dict()}
         if ingest:
             r.delete(events_stream())
-            with RssSampler(ingest.pid) as rss:
+            with RssSampler(ingest.pid) as rss, CpuMeter(_pids(ingest, r)) as cpu:
                 b = wrk.run(ingest.url + PATH, duration_s=plan.duration_s, run_id=f"s{i}", **common)
             peak_rss.append(rss.peak)
+            time.sleep(SETTLE_S)
             require_clean(b, "ingest")
             ours.append(b.rps)
-            entry.update(ingest=b.as_dict(), stored=r.xlen(events_stream()))
+            entry.update(ingest=b.as_dict(), stored=r.xlen(events_stream()), cpu_share=cpu.shares)
         rounds.append(entry)
     details: dict[str, Any] = {
         "wrk": f"-t1 -c{plan.wrk_connections} -d{plan.duration_s}s",
         "event_bytes": len(bodies.single_template()),
+        "fastapi_one_route_rps": round(medians(fastapi_rps), 1),
         "rounds": rounds,
     }
+    if ours and fastapi_rps:
+        fw = medians(fastapi_rps)
+        details["notes"] = [
+            f"Diagnostic, same run: a FastAPI app with one POST route answering {{\"ok\":true}} "
+            f"does {fw:,.0f} req/s ({stats.ratio(fw, medians(refs))} of the bare app); ingest "
+            f"does {stats.ratio(medians(ours), fw)} of that."
+        ]
     if ingest and plan.profile:
         details["profile"] = _profile(plan, ps, ingest, body)
     return _ratio_figure(SINGLE, ours, refs, 0.6, "bare uvicorn ASGI app", details)
@@ -105,21 +125,25 @@ def _batch(plan: Plan, ps: Procs, ref: Proc, ingest: Proc | None, r: Any,
     common = {"workdir": ps.workdir, "connections": plan.wrk_connections, "body_file": body}
     if ingest:
         wrk.run(ingest.url + PATH, duration_s=1, run_id="bwarm", **common)
+        time.sleep(SETTLE_S)
     refs, ours, rounds = [], [], []
     for i in range(plan.rounds):
         r.delete(events_stream())
-        a = _xadd(plan, r.connection_pool.connection_kwargs, events_file)
+        with CpuMeter({"redis": _redis_pid(r)}) as cpu:
+            a = _xadd(plan, r.connection_pool.connection_kwargs, events_file)
+        a["cpu_share"] = cpu.shares
         refs.append(a["rate"])
         entry: dict[str, Any] = {"reference": a}
         if ingest:
             r.delete(events_stream())
-            with RssSampler(ingest.pid) as rss:
+            with RssSampler(ingest.pid) as rss, CpuMeter(_pids(ingest, r)) as cpu:
                 b = wrk.run(ingest.url + PATH, duration_s=plan.duration_s, run_id=f"b{i}", **common)
             peak_rss.append(rss.peak)
+            time.sleep(SETTLE_S)
             require_clean(b, "ingest")
             ours.append(b.rps * BATCH_SIZE)
             entry.update(ingest=b.as_dict(), events_per_s=round(b.rps * BATCH_SIZE, 1),
-                         stored=r.xlen(events_stream()))  # fmt: skip
+                         stored=r.xlen(events_stream()), cpu_share=cpu.shares)  # fmt: skip
         rounds.append(entry)
     details: dict[str, Any] = {
         "wrk": f"-t1 -c{plan.wrk_connections} -d{plan.duration_s}s",
@@ -132,14 +156,24 @@ def _batch(plan: Plan, ps: Procs, ref: Proc, ingest: Proc | None, r: Any,
     return _ratio_figure(BATCH, ours, refs, 0.5, "redis-py pipelined XADD", details)
 
 
+def _redis_pid(r: Any) -> int:
+    return int(r.info("server")["process_id"])
+
+
+def _pids(ingest: Proc, r: Any) -> dict[str, int]:
+    return {"ingest": ingest.pid, "redis": _redis_pid(r)}
+
+
 def _stored_events(ingest: Proc | None, r: Any, template: bytes) -> list[bytes]:
     """The events exactly as ingest stores them, so the reference XADDs the same bytes."""
     if ingest is None:
         return [orjson.dumps(e) for e in orjson.loads(fill_ids(template))["events"]]
-    r.delete(events_stream())
-    expect_ok(ingest, PATH, fill_ids(template))
-    entries = r.xrange(events_stream(), count=BATCH_SIZE + 10)
-    stored = [fields[keys.EVENT_FIELD] for _, fields in entries if keys.EVENT_FIELD in fields]
+    prefix = f"tmpl{uuid.uuid4().hex[:12]}"
+    expect_ok(ingest, PATH, fill_ids(template, prefix))
+    # Requests from an earlier wrk run may still be landing: keep only this request's events.
+    entries = r.xrevrange(events_stream(), count=BATCH_SIZE * 20)
+    stored = [fields[keys.EVENT_FIELD] for _, fields in reversed(entries)
+              if prefix.encode() in fields.get(keys.EVENT_FIELD, b"")]  # fmt: skip
     if len(stored) != BATCH_SIZE:
         raise RuntimeError(f"expected {BATCH_SIZE} stored events, found {len(stored)}")
     return stored
@@ -150,7 +184,8 @@ def _xadd(plan: Plan, conn: dict[str, Any], events_file: Any) -> dict[str, Any]:
     argv = [sys.executable, "-m", "bench.refclient", "xadd", url, events_stream(),
             str(events_file), "--duration", str(plan.duration_s),
             "--concurrency", str(XADD_CONCURRENCY)]  # fmt: skip
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=plan.duration_s + 60)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=plan.duration_s + 60,
+                         cwd=ROOT)
     if out.returncode:
         raise RuntimeError(f"reference XADD client failed: {out.stderr[-500:]}")
     return json.loads(out.stdout)

@@ -8,7 +8,6 @@ markers, feed entries and notification occurrences. No I/O here.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +21,7 @@ from shared import history as hist
 from shared.notifications import Occurrence
 
 Feed = tuple[str, bytes]
+Deltas = list[tuple[str, int]]  # (stats field, amount); summed per field before writing
 
 
 @dataclass
@@ -40,9 +40,9 @@ class Prepared:
 @dataclass
 class RunChange:
     facts: runs.Facts
-    view: dict[str, Any]
-    before: dict[str, Any] | None  # the view when the batch started
+    before: dict[str, Any] | None  # the stored view when the batch started
     names: list[str] = field(default_factory=list)  # lifecycle names seen during the batch
+    view: dict[str, Any] = field(default_factory=dict)  # rendered once, at the end of the batch
 
 
 @dataclass
@@ -50,8 +50,8 @@ class WriteSet:
     done: list[str] = field(default_factory=list)  # stream ids to XACK (applied or duplicate)
     failed: list[tuple[str, str]] = field(default_factory=list)  # not applied: retried later
     markers: list[bytes] = field(default_factory=list)
-    stats: Counter[str] = field(default_factory=Counter)
-    eps: Counter[int] = field(default_factory=Counter)  # arrival second -> events
+    stats: dict[str, int] = field(default_factory=dict)
+    eps: dict[int, int] = field(default_factory=dict)  # arrival second -> events
     since_ms: int | None = None
     history: list[tuple[str, bytes, list[tuple[str, str]]]] = field(default_factory=list)
     runs: dict[str, RunChange] = field(default_factory=dict)
@@ -91,9 +91,14 @@ def fold(
             continue
         seen.add(event.digest)
         _accumulate(ws, event, *effect)
-    for run_id, change in ws.runs.items():
+    for change in ws.runs.values():
+        # Rendered once per run and batch; counters move by (final - stored), which adds up to
+        # the same totals as moving them event by event.
+        change.view = runs.render(change.facts)
+        if change.facts["kind"] == "llmonitor":
+            _add(ws.stats, _run_counters(change.before, change.view))
+        _add(ws.stats, _state_counters(change.before, change.view))
         ws.feed.extend(_run_feed(change))
-        del run_id
     return ws
 
 
@@ -101,112 +106,124 @@ def _effect(
     event: ev.Event,
     ws: WriteSet,
     stored: dict[str, tuple[runs.Facts, dict[str, Any]]],
-) -> tuple[Counter[str], RunChange | None, list[Occurrence]]:
+) -> tuple[Deltas, RunChange | None, list[Occurrence]]:
     """Everything one event changes, computed without touching `ws` (so it may raise safely)."""
-    counters: Counter[str] = Counter()
     change: RunChange | None = None
     occurrences: list[Occurrence] = []
     run = runs.run_of(event)
     if run is not None:
         run_id, kind, _ = run
         previous = ws.runs.get(run_id)
+        facts: runs.Facts | None
         if previous is not None:
-            facts, view, before = previous.facts, previous.view, previous.before
+            facts, before, names = previous.facts, previous.before, previous.names
         elif run_id in stored:
-            facts, view = stored[run_id]
-            before = view
+            facts, before = stored[run_id]
+            names = []
         else:
-            facts, view, before = runs.new_facts(run_id, kind), None, None
-        ev.complete_name(event, runs.get(facts, "name"))
-        new_facts = runs.merge(facts, event)
-        new_view = runs.render(new_facts)
-        names = runs.lifecycle(view, new_view)
-        change = RunChange(new_facts, new_view, before, (previous.names if previous else []) + names)
-        if kind == "llmonitor":
-            _run_counters(counters, view, new_view)
-            if runs.state(new_view) == "failed" and runs.state(view) != "failed":
-                occurrences.append(_run_failed(new_view, event))
-        _state_counters(counters, view, new_view)
-    _event_counters(counters, event)
+            facts, before, names = None, None, []
+        ev.complete_name(event, runs.get(facts, "name") if facts else None)
+        new_facts = runs.merge(facts or runs.new_facts(run_id, kind), event)
+        change = RunChange(new_facts, before, names + runs.lifecycle(facts, new_facts))
+        newly_failed = runs.facts_state(new_facts) == "failed" and runs.facts_state(facts) != "failed"
+        if kind == "llmonitor" and newly_failed:
+            occurrences.append(_run_failed(new_facts, event))
+    counters = _event_counters(event)
     if event.source != ev.LLMONITOR and event.failed:
         occurrences.append(_event_failed(event))
     return counters, change, occurrences
 
 
-def _event_counters(c: Counter[str], event: ev.Event) -> None:
-    c[stats.TOTAL] += 1
-    c[stats.event_type(event.event_type)] += 1
-    c[stats.status(event.status)] += 1
-    c[stats.source(event.source)] += 1
+def _add(target: dict[str, int], deltas: Deltas) -> None:
+    for key, amount in deltas:
+        target[key] = target.get(key, 0) + amount
+
+
+def _event_counters(event: ev.Event) -> Deltas:
+    out: Deltas = [
+        (stats.TOTAL, 1),
+        (stats.event_type(event.event_type), 1),
+        (stats.status(event.status), 1),
+        (stats.source(event.source), 1),
+    ]
+    if event.source == ev.LLMONITOR and runs.run_of(event) is not None:
+        # Per model, an LLMonitor event counts through its run (_run_counters): the run's name
+        # may arrive after its other events, and the totals must not depend on that order.
+        return out
     model = event.model
     if model:
-        c[stats.model(model, "n")] += 1
+        out.append((stats.model(model, "n"), 1))
         if event.failed:
-            c[stats.model(model, "err")] += 1
+            out.append((stats.model(model, "err"), 1))
     if event.source == ev.LLMONITOR:
-        return  # LLMonitor tokens, cost and durations come from its run (_run_counters)
+        return out
     prompt, completion = ev.webhook_tokens(event)
-    _usage(c, model, prompt, completion, +1)
+    _usage(out, model, prompt, completion, +1)
     duration = ev.duration_ms(event)
     if duration is not None and model:
-        _duration(c, model, duration)
+        _duration(out, model, duration)
+    return out
 
 
-def _usage(c: Counter[str], model: str | None, prompt: int, completion: int, sign: int) -> None:
+def _usage(out: Deltas, model: str | None, prompt: int, completion: int, sign: int) -> None:
     if not prompt and not completion:
         return
-    c[stats.TOKENS_PROMPT] += sign * prompt
-    c[stats.TOKENS_COMPLETION] += sign * completion
+    out += ((stats.TOKENS_PROMPT, sign * prompt), (stats.TOKENS_COMPLETION, sign * completion))
     price = cost_usd(model, prompt, completion) if model else None
+    nanos = to_nanos(price)
     if price is not None:
-        c[stats.COST] += sign * to_nanos(price)
+        out.append((stats.COST, sign * nanos))
     if model:
-        c[stats.model(model, "tp")] += sign * prompt
-        c[stats.model(model, "tc")] += sign * completion
+        out += ((stats.model(model, "tp"), sign * prompt), (stats.model(model, "tc"), sign * completion))
         if price is not None:
-            c[stats.model(model, "cost")] += sign * to_nanos(price)
-            c[stats.model(model, "priced")] += sign
+            out += ((stats.model(model, "cost"), sign * nanos), (stats.model(model, "priced"), sign))
 
 
-def _duration(c: Counter[str], model: str, duration_ms: float) -> None:
-    c[stats.model(model, "dn")] += 1
-    c[stats.model(model, "ds")] += round(duration_ms)
-    c[stats.model(model, f"h{histogram.bucket(duration_ms)}")] += 1
+def _duration(out: Deltas, model: str, duration_ms: float) -> None:
+    out += (
+        (stats.model(model, "dn"), 1),
+        (stats.model(model, "ds"), round(duration_ms)),
+        (stats.model(model, f"h{histogram.bucket(duration_ms)}"), 1),
+    )
 
 
-def _run_counters(c: Counter[str], before: dict[str, Any] | None, after: dict[str, Any]) -> None:
+def _run_counters(before: dict[str, Any] | None, after: dict[str, Any]) -> Deltas:
     """LLMonitor usage is the run's: take back what the old view contributed, add the new."""
-    if before is not None:
-        t = before["tokens"]
-        _usage(c, before["model"], t["prompt"], t["completion"], -1)
-    t = after["tokens"]
-    _usage(c, after["model"], t["prompt"], t["completion"], +1)
+    out: Deltas = []
+    for view, sign in ((before, -1), (after, +1)):
+        if view is None:
+            continue
+        t, model = view["tokens"], view["model"]
+        _usage(out, model, t["prompt"], t["completion"], sign)
+        if model:
+            out.append((stats.model(model, "n"), sign * view["events"]))
+            out.append((stats.model(model, "err"), sign * view.get("failed_events", 0)))
     if after["duration_ms"] is not None and (before is None or before["duration_ms"] is None):
         if after["model"]:
-            _duration(c, after["model"], after["duration_ms"])
+            _duration(out, after["model"], after["duration_ms"])
+    return out
 
 
-def _state_counters(c: Counter[str], before: dict[str, Any] | None, after: dict[str, Any]) -> None:
+def _state_counters(before: dict[str, Any] | None, after: dict[str, Any]) -> Deltas:
     old, new = runs.state(before), runs.state(after)
-    if old != new:
-        if old:
-            c[stats.runs(old)] -= 1
-        if new:
-            c[stats.runs(new)] += 1
+    if old == new:
+        return []
+    return [(stats.runs(s), n) for s, n in ((old, -1), (new, +1)) if s]
 
 
 def _accumulate(
     ws: WriteSet,
     event: ev.Event,
-    counters: Counter[str],
+    counters: Deltas,
     change: RunChange | None,
     occurrences: list[Occurrence],
 ) -> None:
     ws.applied += 1
     ws.done.append(event.stream_id)
     ws.markers.append(event.digest)
-    ws.stats.update(counters)
-    ws.eps[event.ms // 1000] += 1
+    _add(ws.stats, counters)
+    second = event.ms // 1000
+    ws.eps[second] = ws.eps.get(second, 0) + 1
     ws.since_ms = event.ms if ws.since_ms is None else min(ws.since_ms, event.ms)
     raw = event.encoded()
     indexes = [("event_type", event.event_type), ("source", event.source)]
@@ -230,7 +247,7 @@ def _run_feed(change: RunChange) -> list[Feed]:
     final = runs.state(change.view)
     chosen = [n for n in specific if n not in ("run.completed", "run.failed") or n == f"run.{final}"]
     if not chosen and change.view != change.before:
-        chosen = ["run.updated"]
+        chosen = ["run.updated"]  # e.g. feedback, output, tokens
     out: list[Feed] = []
     for name in chosen:
         payload: dict[str, Any] = {"run": change.view}
@@ -246,12 +263,12 @@ def _message(error: Any) -> str:
     return str(error) if error else ""
 
 
-def _run_failed(view: dict[str, Any], event: ev.Event) -> Occurrence:
-    task = view.get("task_name") or view.get("type") or "run"
+def _run_failed(facts: runs.Facts, event: ev.Event) -> Occurrence:
+    task = runs.get(facts, "name") or runs.get(facts, "type") or "run"
     return Occurrence(
         kind="run.failed", severity="error", task_name=str(task), end_reason="failed",
-        title=f"{task} failed", body=_message(view.get("error")) or f"run {view['id']} failed",
-        run_id=view["id"], occurred_at=event.timestamp, dedup_id=event.id,
+        title=f"{task} failed", body=_message(runs.get(facts, "error")) or f"run {facts['id']} failed",
+        run_id=facts["id"], occurred_at=event.timestamp, dedup_id=event.id,
     )
 
 

@@ -19,11 +19,14 @@ computed there, so they follow whichever facts are known.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from services.aggregator import cost, tokens
 from services.aggregator.events import Event, llmonitor, session_id, webhook_tokens
 from shared.times import rfc3339
+
+log = logging.getLogger(__name__)
 
 Facts = dict[str, Any]
 
@@ -44,7 +47,7 @@ def run_of(event: Event) -> tuple[str, str, str | None] | None:
 def new_facts(run_id: str, kind: str) -> Facts:
     return {"id": run_id, "kind": kind, "reg": {}, "tags": [], "feedback": {}, "n": 0,
             "running": False, "ended": False, "failed": False,
-            "start": None, "end": None, "created": None, "first_ms": None, "wp": 0, "wc": 0}
+            "start": None, "end": None, "created": None, "first_ms": None, "wp": 0, "wc": 0, "nf": 0}
 
 
 def _min(a: float | None, b: float | None) -> float | None:
@@ -73,6 +76,7 @@ def merge(facts: Facts, event: Event) -> Facts:
     out = dict(facts, reg=dict(facts["reg"]), feedback=dict(facts["feedback"]))
     ts = event.timestamp
     out["n"] = facts["n"] + 1
+    out["nf"] = facts.get("nf", 0) + (1 if event.failed else 0)
     out["created"] = _min(facts["created"], ts)
     out["first_ms"] = event.ms if facts["first_ms"] is None else min(facts["first_ms"], event.ms)
     lm = llmonitor(event)
@@ -156,14 +160,23 @@ def run_tokens(facts: Facts) -> tuple[int, int, bool]:
     if get(facts, "type") == "llm":
         model = get(facts, "name")
         if not prompt:
-            guess = tokens.prompt_tokens(model, get(facts, "input"), get(facts, "extra"))
+            guess = _estimate(tokens.prompt_tokens, model, get(facts, "input"), get(facts, "extra"))
             if guess is not None:
                 prompt, estimated = guess, True
         if not completion:
-            guess = tokens.completion_tokens(model, get(facts, "output"))
+            guess = _estimate(tokens.completion_tokens, model, get(facts, "output"))
             if guess is not None:
                 completion, estimated = guess, True
     return int(prompt or 0), int(completion or 0), estimated
+
+
+def _estimate(counter: Any, *args: Any) -> int | None:
+    """An estimate is a nicety: a tokenizer failure leaves the count unknown, not the run."""
+    try:
+        return counter(*args)  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001
+        log.warning("token estimate failed", exc_info=True)
+        return None
 
 
 def run_model(facts: Facts) -> str | None:
@@ -178,7 +191,11 @@ def render(facts: Facts) -> dict[str, Any]:
     start, end = facts["start"], facts["end"] if facts["ended"] else None
     prompt, completion, estimated = run_tokens(facts)
     model = run_model(facts)
-    price = cost.cost_usd(model, prompt, completion) if model else None
+    try:
+        price = cost.cost_usd(model, prompt, completion) if model else None
+    except Exception:  # noqa: BLE001 - a price-database surprise must not stop the run
+        log.warning("cost lookup failed for %r", model, exc_info=True)
+        price = None
     return {
         "id": facts["id"],
         "task_name": get(facts, "name"),
@@ -201,7 +218,17 @@ def render(facts: Facts) -> dict[str, Any]:
         "tokens": {"prompt": prompt, "completion": completion, "estimated": estimated},
         "cost_usd": float(price) if price is not None else None,
         "events": facts["n"],
+        "failed_events": facts.get("nf", 0),
     }
+
+
+def facts_state(facts: Facts | None) -> str | None:
+    """`state` of the run these facts render to, without rendering."""
+    if facts is None or not (facts["ended"] or facts["running"]):
+        return None
+    if not facts["ended"]:
+        return "running"
+    return "failed" if facts["failed"] else "completed"
 
 
 def state(view: dict[str, Any] | None) -> str | None:
@@ -213,16 +240,16 @@ def state(view: dict[str, Any] | None) -> str | None:
     return "failed" if view["end_reason"] == "failed" else "completed"
 
 
-def lifecycle(before: dict[str, Any] | None, after: dict[str, Any]) -> list[str]:
+def lifecycle(before: Facts | None, after: Facts) -> list[str]:
     """Feed events for one change: run.created, run.started, run.completed|failed, run.updated."""
     names: list[str] = []
     if before is None:
         names.append("run.created")
-    old, new = state(before), state(after)
+    old, new = facts_state(before), facts_state(after)
     if new == "running" and old is None:
         names.append("run.started")
     if new in ("completed", "failed") and old != new:
         names.append(f"run.{new}")
-    if not names and before != after:
+    if not names:
         names.append("run.updated")
     return names

@@ -30,39 +30,15 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from services.aggregator import scripts
 from services.aggregator.fold import Prepared, RunChange, WriteSet, fold
 from shared import keys
-from shared import stats as stats_fields
 from shared.settings import Settings
 
 MAX_ATTEMPTS = 50
 EPS_TTL_S = 120
 RUN_INDEXED = ("status", "end_reason", "task_name", "app")
 
-# KEYS: history ids, history data, index registry. ARGV: entries to keep.
-TRIM_HISTORY_LUA = """
-local total = redis.call('ZCARD', KEYS[1])
-local excess = total - tonumber(ARGV[1])
-if excess <= 0 then return 0 end
-local removed = 0
-while removed < excess do
-  local n = math.min(1000, excess - removed)
-  local members = redis.call('ZRANGE', KEYS[1], 0, n - 1)
-  if #members == 0 then break end
-  redis.call('ZREM', KEYS[1], unpack(members))
-  redis.call('HDEL', KEYS[2], unpack(members))
-  local cutoff = '[' .. members[#members]
-  for _, idx in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-    redis.call('ZREMRANGEBYLEX', idx, '-', cutoff)
-    if redis.call('ZCARD', idx) == 0 then
-      redis.call('DEL', idx)
-      redis.call('SREM', KEYS[3], idx)
-    end
-  end
-  removed = removed + #members
-end
-return removed
-"""
 
 
 @dataclass
@@ -105,7 +81,8 @@ async def commit(redis: Redis, settings: Settings, partition: int, prepared: Pre
                 applied, stored, size = await _read(redis, partition, bucket_keys, digests, run_ids)
                 writes = fold(prepared, applied, stored)
                 pipe.multi()
-                _write(pipe, settings, partition, writes, current)
+                pipe.eval(scripts.COMMIT, len(_COMMIT_KEYS), *_commit_keys(partition, current),
+                          *_commit_args(settings, partition, writes, current))
                 await pipe.execute()
             except WatchError:
                 await asyncio.sleep(random.uniform(0, 0.001 * (attempt + 1)))
@@ -118,65 +95,60 @@ async def _read(
     redis: Redis, partition: int, bucket_keys: list[str], digests: list[bytes], run_ids: list[str]
 ) -> tuple[set[bytes], dict[str, tuple[dict[str, Any], dict[str, Any]]], int]:
     # Any connection may read: the WATCH already issued guards the EXEC against later writes.
-    async with redis.pipeline(transaction=False) as reads:
-        for key in bucket_keys:
-            reads.smismember(key, digests)
-        for run_id in run_ids:
-            reads.hmget(keys.run_key(partition, run_id), "f", "v")
-        reads.zcard(keys.history_ids(partition))
-        replies = await reads.execute()
-    applied: set[bytes] = set()
-    for flags in replies[: len(bucket_keys)]:
-        applied.update(d for d, hit in zip(digests, flags, strict=True) if hit)
+    script_keys = [*bucket_keys, *(keys.run_key(partition, r) for r in run_ids), keys.history_ids(partition)]
+    reply = await redis.eval(scripts.LOAD, len(script_keys), *script_keys,
+                             len(bucket_keys), len(run_ids), *digests)
+    flags, size, runs = reply[0], int(reply[1]), reply[2:]
+    applied = {d for d, flag in zip(digests, flags, strict=True) if flag == ord("1")}
     stored = {}
-    for run_id, (facts, view) in zip(run_ids, replies[len(bucket_keys) : -1], strict=True):
-        if facts is not None and view is not None:
+    for run_id, facts, view in zip(run_ids, runs[::2], runs[1::2], strict=True):
+        if facts and view:
             stored[run_id] = (orjson.loads(facts), orjson.loads(view))
-    return applied, stored, int(replies[-1])
+    return applied, stored, size
 
 
-def _write(pipe: Any, settings: Settings, p: int, ws: WriteSet, bucket: int) -> None:
-    if ws.markers:
-        marker_key = keys.dedup_key(p, bucket)
-        pipe.sadd(marker_key, *ws.markers)
-        pipe.expireat(marker_key, (bucket + 1) * bucket_span(settings) + settings.dedup_window_s)
-    stats_key = keys.stats_key(p)
-    for field, amount in ws.stats.items():
-        if amount:
-            pipe.hincrby(stats_key, field, amount)
-    if ws.since_ms is not None:
-        pipe.hsetnx(stats_key, stats_fields.SINCE, ws.since_ms)
+_COMMIT_KEYS = ("stats", "history_ids", "history_data", "history_indexes", "feed", "outbox",
+                "markers", "runs_indexes")
+
+
+def _commit_keys(p: int, bucket: int) -> list[str]:
+    return [keys.stats_key(p), keys.history_ids(p), keys.history_data(p), keys.history_indexes(p),
+            keys.feed_stream(p), keys.outbox_key(p), keys.dedup_key(p, bucket), keys.runs_indexes(p)]
+
+
+def _commit_args(settings: Settings, p: int, ws: WriteSet, bucket: int) -> list[Any]:
+    """The write set as the flat, count-prefixed sections scripts.COMMIT reads."""
+    args: list[Any] = [keys.FEED_TYPE_FIELD, keys.FEED_DATA_FIELD]
+    args += [len(ws.markers), *ws.markers]
+    args.append((bucket + 1) * bucket_span(settings) + settings.dedup_window_s)
+    counters = [(f, n) for f, n in ws.stats.items() if n]
+    args.append(len(counters))
+    for field, amount in counters:
+        args += (field, amount)
+    args.append(ws.since_ms if ws.since_ms is not None else "")
+    args += [EPS_TTL_S, len(ws.eps)]
     for second, count in ws.eps.items():
-        pipe.incrby(keys.eps_key(p, second), count)
-        pipe.expire(keys.eps_key(p, second), EPS_TTL_S)
-    _write_history(pipe, p, ws)
-    _write_runs(pipe, settings, p, ws.runs)
-    for parent, child in ws.children:
-        pipe.sadd(keys.run_children(p, parent), child)
-        pipe.expire(keys.run_children(p, parent), settings.run_retention_s)
-    for name, data in ws.feed:
-        pipe.xadd(
-            keys.feed_stream(p),
-            {keys.FEED_TYPE_FIELD: name, keys.FEED_DATA_FIELD: data},
-            maxlen=settings.feed_max,
-            approximate=True,
-        )
-    if ws.occurrences:
-        pipe.hset(keys.outbox_key(p), mapping={o.dedup_id: orjson.dumps(o.__dict__) for o in ws.occurrences})
-
-
-def _write_history(pipe: Any, p: int, ws: WriteSet) -> None:
-    if not ws.history:
-        return
-    by_index: dict[str, dict[str, int]] = defaultdict(dict)
-    for member, _raw, indexes in ws.history:
+        args += (keys.eps_key(p, second), count)
+    args.append(len(ws.history))
+    by_index: dict[str, list[str]] = defaultdict(list)
+    for member, raw, indexes in ws.history:
+        args += (member, raw)
         for field, value in indexes:
-            by_index[keys.history_index(p, field, value)][member] = 0
-    pipe.zadd(keys.history_ids(p), {member: 0 for member, _, _ in ws.history})
-    pipe.hset(keys.history_data(p), mapping={member: raw for member, raw, _ in ws.history})
+            by_index[keys.history_index(p, field, value)].append(member)
+    args.append(len(by_index))
     for index, members in by_index.items():
-        pipe.zadd(index, members)
-    pipe.sadd(keys.history_indexes(p), *by_index)
+        args += [index, len(members), *members]
+    args += _run_args(settings, p, ws.runs)
+    args += [settings.run_retention_s, len(ws.children)]
+    for parent, child in ws.children:
+        args += (keys.run_children(p, parent), child)
+    args += [settings.feed_max, len(ws.feed)]
+    for name, data in ws.feed:
+        args += (name, data)
+    args.append(len(ws.occurrences))
+    for occ in ws.occurrences:
+        args += (occ.dedup_id, orjson.dumps(occ.__dict__))
+    return args
 
 
 def _run_index_values(view: dict[str, Any] | None) -> set[tuple[str, str]]:
@@ -185,30 +157,31 @@ def _run_index_values(view: dict[str, Any] | None) -> set[tuple[str, str]]:
     return {(f, str(view[f])) for f in RUN_INDEXED if view.get(f) not in (None, "")}
 
 
-def _write_runs(pipe: Any, settings: Settings, p: int, changes: dict[str, RunChange]) -> None:
-    adds: dict[str, dict[str, int]] = defaultdict(dict)
+def _run_args(settings: Settings, p: int, changes: dict[str, RunChange]) -> list[Any]:
+    args: list[Any] = [len(changes)]
+    adds: dict[str, list[Any]] = defaultdict(list)
     removes: dict[str, list[str]] = defaultdict(list)
     for run_id, change in changes.items():
-        key = keys.run_key(p, run_id)
         first_ms = int(change.facts["first_ms"])
-        pipe.hset(key, mapping={"f": orjson.dumps(change.facts), "v": orjson.dumps(change.view)})
-        pipe.expireat(key, first_ms // 1000 + settings.run_retention_s)
-        adds[keys.runs_index(p)][run_id] = first_ms
+        args += (keys.run_key(p, run_id), orjson.dumps(change.facts), orjson.dumps(change.view),
+                 first_ms // 1000 + settings.run_retention_s)
+        adds[keys.runs_index(p)] += (first_ms, run_id)
         old, new = _run_index_values(change.before), _run_index_values(change.view)
         for field, value in old - new:
             removes[keys.runs_index(p, field, value)].append(run_id)
         for field, value in new:
-            adds[keys.runs_index(p, field, value)][run_id] = first_ms
+            adds[keys.runs_index(p, field, value)] += (first_ms, run_id)
+    args.append(len(removes))
     for index, members in removes.items():
-        pipe.zrem(index, *members)
+        args += [index, len(members), *members]
+    args.append(len(adds))
     for index, scored in adds.items():
-        pipe.zadd(index, scored)
-    if adds:
-        pipe.sadd(keys.runs_indexes(p), *adds)
+        args += [index, len(scored) // 2, *scored]
+    return args
 
 
 async def trim_history(redis: Redis, settings: Settings, partition: int) -> int:
-    script = redis.register_script(TRIM_HISTORY_LUA)
+    script = redis.register_script(scripts.TRIM_HISTORY)
     keys_ = [keys.history_ids(partition), keys.history_data(partition), keys.history_indexes(partition)]
     return int(await script(keys=keys_, args=[history_cap(settings)]))
 

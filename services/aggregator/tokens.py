@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
+import warnings
 from typing import Any
 
 import orjson
@@ -35,9 +36,13 @@ def encoding_name(model: str | None) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _encoding(name: str) -> Any:
-    import bpe_openai  # deferred: loading the rank tables is not free
+    with warnings.catch_warnings():
+        # bpe-openai 0.1.4 reads its rank files (at import and per encoding) with the
+        # deprecated importlib.resources API.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import bpe_openai  # deferred: loading the rank tables is not free
 
-    return bpe_openai.get_encoding(name)
+        return bpe_openai.get_encoding(name)
 
 
 @functools.lru_cache(maxsize=8192)

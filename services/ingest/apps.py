@@ -144,15 +144,19 @@ def create_router(redis: Redis, registry: AppRegistry, settings: Settings) -> AP
             async with asyncio.timeout(timeout_s):
                 return await coro
         except Exception:  # noqa: BLE001 - Redis down or slow: retryable, never 500
-            raise Unavailable("app registry unavailable, retry shortly", retry_after=retry_after) from None
+            raise Unavailable(
+                "app registry unavailable, retry shortly", retry_after=retry_after
+            ) from None
 
     @router.post(
         "/api/apps",
         status_code=201,
         summary="Register an LLMonitor app; answers its new id",
         openapi_extra=json_body(AppCreate, '`{"name": "my-app"}`'),
-        responses={201: {"model": App, "description": "registered"},
-                   **problem_responses(400, 401, 408, 413, 415, 422, 503)},
+        responses={
+            201: {"model": App, "description": "registered"},
+            **problem_responses(400, 401, 408, 413, 415, 422, 503),
+        },
     )
     async def create_app(request: Request) -> Response:
         require_admin(request)
@@ -162,12 +166,16 @@ def create_router(redis: Redis, registry: AppRegistry, settings: Settings) -> AP
         if not isinstance(data, dict) or "name" not in data:
             raise Unprocessable("request does not match the schema", errors=[missing("body.name")])
         if not isinstance(name, str):
-            raise Unprocessable("request does not match the schema",
-                                errors=[wrong_type("body.name", "a string", name)])
+            raise Unprocessable(
+                "request does not match the schema",
+                errors=[wrong_type("body.name", "a string", name)],
+            )
         name = name.strip()
         if not 1 <= len(name) <= 200:
-            raise Unprocessable("request does not match the schema", errors=[
-                ErrorDetail("body.name", "must be 1 to 200 characters", data["name"])])
+            raise Unprocessable(
+                "request does not match the schema",
+                errors=[ErrorDetail("body.name", "must be 1 to 200 characters", data["name"])],
+            )
         app = await bounded(add_app(redis, name))
         registry.remember(app["id"])
         return Response(orjson.dumps(app), status_code=201, media_type="application/json")

@@ -28,7 +28,9 @@ def check_content_type(value: str | None) -> None:
     if not value or not value.strip():
         return
     media = value.split(";", 1)[0].strip().lower()
-    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
         return
     raise UnsupportedMediaType(
         f"content type {media!r} is not JSON; send Content-Type: application/json"

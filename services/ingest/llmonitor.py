@@ -21,7 +21,9 @@ from services.ingest.normalize import (
 from shared.errors import ErrorDetail
 
 SOURCE = "llmonitor"
-TYPES = frozenset({"llm", "agent", "tool", "chain", "chat", "convo", "thread", "embed", "retriever"})
+TYPES = frozenset(
+    {"llm", "agent", "tool", "chain", "chat", "convo", "thread", "embed", "retriever"}
+)
 # LLMonitor `event` → DashboardEvent (event_type, status). `chat` records one message of a
 # conversation (Lunary threads): a request, but informational — it neither starts nor ends a run.
 EVENT_MAP = {
@@ -62,7 +64,9 @@ def event_id(run_id: str, event: str, timestamp: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, f"{run_id}|{event}|{timestamp}"))
 
 
-def normalize_llmonitor(raw: Any, location: str, bearer_app: str | None = None) -> Normalized | Invalid:
+def normalize_llmonitor(
+    raw: Any, location: str, bearer_app: str | None = None
+) -> Normalized | Invalid:
     """One LLMonitor event → DashboardEvent with every original field under `metadata`."""
     if not isinstance(raw, dict):
         return Invalid([wrong_type(location, "an object", raw)])
@@ -154,7 +158,9 @@ def _check_optional(raw: dict[str, Any], location: str, errors: list[ErrorDetail
                 if isinstance(count, bool) or not isinstance(count, int | float):
                     errors.append(wrong_type(f"{location}.tokensUsage.{key}", "a number", count))
                 elif count < 0:
-                    errors.append(ErrorDetail(f"{location}.tokensUsage.{key}", "must be >= 0", count))
+                    errors.append(
+                        ErrorDetail(f"{location}.tokensUsage.{key}", "must be >= 0", count)
+                    )
     for key in ("extra", "feedback"):
         value = raw.get(key)
         if value is not None and not isinstance(value, dict):

@@ -14,7 +14,9 @@ from typing import Any
 
 from shared.errors import ErrorDetail
 
-EVENT_TYPES = frozenset({"request", "streaming", "completion", "error", "setup", "status", "system"})
+EVENT_TYPES = frozenset(
+    {"request", "streaming", "completion", "error", "setup", "status", "system"}
+)
 STATUSES = frozenset({"start", "running", "completed", "failed", "info"})
 STATUS_ALIASES = {
     "streaming": "running",

@@ -126,7 +126,9 @@ class Publisher:
         index = 0
         for pending in live:
             n = len(pending.entries)
-            failure = next((r for r in results[index : index + n] if isinstance(r, Exception)), None)
+            failure = next(
+                (r for r in results[index : index + n] if isinstance(r, Exception)), None
+            )
             index += n
             if pending.future.done():
                 continue

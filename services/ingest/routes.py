@@ -36,7 +36,14 @@ from shared.errors import (
     Unprocessable,
 )
 from shared.keys import events_stream, partition_for
-from shared.schemas import LLMONITOR_BODY, WEBHOOK_BODY, IngestResults, Ok, json_body, problem_responses
+from shared.schemas import (
+    LLMONITOR_BODY,
+    WEBHOOK_BODY,
+    IngestResults,
+    Ok,
+    json_body,
+    problem_responses,
+)
 from shared.settings import Settings
 
 JSON = "application/json"
@@ -76,7 +83,9 @@ class Ingest:
         size (413, before and while reading), read time (408), HMAC signature (401), JSON (400)."""
         await self.limiter.check_ip(client_ip(request))
         headers = request.headers
-        if self.token is not None and not token_matches(bearer(headers.get("authorization")), self.token):
+        if self.token is not None and not token_matches(
+            bearer(headers.get("authorization")), self.token
+        ):
             raise Unauthorized()
         check_content_type(headers.get("content-type"))
         body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_s)
@@ -107,10 +116,9 @@ class Ingest:
                 else:
                     accepted.append(result)
             if errors:
-                raise Unprocessable(
-                    f"{count - len(accepted)} of {count} events break the schema; nothing was published",
-                    errors=errors,
-                )
+                bad = count - len(accepted)
+                detail = f"{bad} of {count} events break the schema; nothing was published"
+                raise Unprocessable(detail, errors=errors)
             await self._publish("webhook", accepted)
             return Response(OK_BODY, media_type=JSON)
         except LlmwatchError as exc:
@@ -131,7 +139,9 @@ class Ingest:
                 raise Unprocessable("request does not match the schema", errors=envelope.errors)
             count = len(envelope.events)
             self._check_batch(count)
-            bearer_app = None if self.token is not None else bearer(request.headers.get("authorization"))
+            bearer_app = (
+                None if self.token is not None else bearer(request.headers.get("authorization"))
+            )
             results: list[dict[str, Any]] = []
             accepted: list[Normalized] = []
             claimed: dict[str, list[str]] = {}  # app id -> locations that claim it
@@ -140,7 +150,9 @@ class Ingest:
                 app = event_app(raw, bearer_app)
                 if app is not None:
                     from_body = isinstance(raw, dict) and raw.get("app") is not None
-                    claimed.setdefault(app, []).append(f"{location}.app" if from_body else "header.Authorization")
+                    claimed.setdefault(app, []).append(
+                        f"{location}.app" if from_body else "header.Authorization"
+                    )
                 result = normalize_llmonitor(raw, location, bearer_app)
                 run_id = raw.get("runId") if isinstance(raw, dict) else None
                 run_id = run_id if isinstance(run_id, str) else None
@@ -167,8 +179,9 @@ class Ingest:
 
     def _check_batch(self, count: int) -> None:
         if count > self.settings.max_batch:
+            limit = self.settings.max_batch
             raise PayloadTooLarge(
-                f"{count} events in one request; at most {self.settings.max_batch} (LLMWATCH_MAX_BATCH)"
+                f"{count} events in one request; at most {limit} (LLMWATCH_MAX_BATCH)"
             )
 
     async def _check_apps(self, claimed: dict[str, list[str]]) -> None:
@@ -189,7 +202,9 @@ class Ingest:
         entries: list[Entry] = []
         used: set[int] = set()
         for item in accepted:
-            partition = partition_for(item.routing_key, self.partitions) if self.partitions > 1 else 0
+            partition = (
+                partition_for(item.routing_key, self.partitions) if self.partitions > 1 else 0
+            )
             used.add(partition)
             entries.append((self.streams[partition], orjson.dumps(item.event)))
         if self.backlog.blocks(used):
@@ -220,7 +235,10 @@ def create_router(ingest: Ingest) -> APIRouter:
             WEBHOOK_BODY,
             'One DashboardEvent, `{"batch": true, "events": [...]}`, or an array of events',
         ),
-        responses={200: {"model": Ok, "description": "published"}, **problem_responses(*WRITE_ERRORS)},
+        responses={
+            200: {"model": Ok, "description": "published"},
+            **problem_responses(*WRITE_ERRORS),
+        },
     )
     llmonitor_doc = {
         "openapi_extra": json_body(
@@ -228,7 +246,10 @@ def create_router(ingest: Ingest) -> APIRouter:
         ),
         "responses": {
             200: {"model": IngestResults, "description": "every event published"},
-            207: {"model": IngestResults, "description": "the valid events published, the others listed"},
+            207: {
+                "model": IngestResults,
+                "description": "the valid events published, the others listed",
+            },
             **problem_responses(*WRITE_ERRORS, 403),
         },
     }
@@ -236,5 +257,7 @@ def create_router(ingest: Ingest) -> APIRouter:
         ("/v1/runs/ingest", "LLMonitor/Lunary ingestion"),
         ("/api/report", "LLMonitor ingestion (older SDK path)"),
     ):
-        router.add_api_route(path, ingest.llmonitor, methods=["POST"], summary=summary, **llmonitor_doc)
+        router.add_api_route(
+            path, ingest.llmonitor, methods=["POST"], summary=summary, **llmonitor_doc
+        )
     return router

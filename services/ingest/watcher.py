@@ -23,7 +23,9 @@ from shared.errors import ErrorDetail
 
 SOURCE = "webhook"
 # Top-level fields of a DashboardEvent; any other top-level field moves into `metadata`.
-FIELDS = frozenset({"id", "timestamp", "event_type", "command", "status", "model", "metadata", "source"})
+FIELDS = frozenset(
+    {"id", "timestamp", "event_type", "command", "status", "model", "metadata", "source"}
+)
 
 
 def webhook_envelope(body: dict[str, Any] | list[Any]) -> Envelope | Invalid:
@@ -91,7 +93,9 @@ def normalize_webhook(raw: Any, location: str, received: str) -> Normalized | In
     status, status_ok = canonical_status(status)
     undocumented = ()
     if not (type_ok and status_ok):
-        undocumented = tuple(n for n, ok in (("event_type", type_ok), ("status", status_ok)) if not ok)
+        undocumented = tuple(
+            n for n, ok in (("event_type", type_ok), ("status", status_ok)) if not ok
+        )
 
     event = {
         "id": event_id,

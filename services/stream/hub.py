@@ -21,6 +21,7 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import Iterable
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -39,6 +40,7 @@ READ_COUNT = 1000  # entries per stream per XREAD
 BLOCK_MS = 1000  # idle wait; bounds how long shutdown waits for the reader
 HOLD_S = 0.001  # entries newer than the Redis clock wait this long for the next round
 BACKOFF_MAX_S = 2.0
+MAX_SLICE = 256  # entries fanned out between two yields to the writers
 
 Item = tuple[Position, bytes]
 
@@ -180,8 +182,9 @@ class Hub:
 
     async def _round(self) -> None:
         if not self._pending and not self._busy:
-            reply = await self.redis.xread(self._positions(), count=READ_COUNT, block=BLOCK_MS)
-            self._absorb(reply)
+            self._absorb(await self._wait_for_entries())
+            if self.stopping.is_set():
+                return
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.time()
             pipe.get(keys.FEED_EPOCH)
@@ -195,9 +198,24 @@ class Hub:
             self.epoch = current
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         bound = cursor.safe_bound(now_ms, len(self.streams), truncated)
-        self._deliver(bound)
+        await self._deliver(bound)
         if self._pending:
             await asyncio.sleep(HOLD_S)
+
+    async def _wait_for_entries(self) -> Any:
+        """Idle: a blocking XREAD, abandoned at once when the process stops."""
+        read = asyncio.ensure_future(
+            self.redis.xread(self._positions(), count=READ_COUNT, block=BLOCK_MS)
+        )
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not read.done():
+                read.cancel()  # redis-py drops that connection instead of reusing it mid-reply
+                await asyncio.gather(read, return_exceptions=True)
+        return None if read.cancelled() else read.result()
 
     def _absorb(self, reply: Iterable[list[object]] | None) -> list[Position]:
         """Queue what XREAD returned; the positions of streams whose read hit COUNT."""
@@ -221,15 +239,25 @@ class Hub:
                 truncated.append(Position(last[0], last[1], idx))
         return truncated
 
-    def _deliver(self, bound: Position) -> None:
+    async def _deliver(self, bound: Position) -> None:
         assert self.delivered is not None
         limit = max(bound, self.delivered)
         ready = [e for e in self._pending if e.pos <= limit]
         if ready:
             self._pending = [e for e in self._pending if e.pos > limit]
             ready.sort(key=lambda e: e.pos)
-            for item in ready:
-                self._fanout(item)
+            # Slices of half a queue, with a yield between them: every writer that can write
+            # drains its queue in between, so a burst larger than a queue drops only the
+            # clients that really stopped reading.
+            step = max(1, min(MAX_SLICE, self.settings.sse_queue_frames // 2))
+            for start in range(0, len(ready), step):
+                if start:
+                    await asyncio.sleep(0)
+                for item in ready[start : start + step]:
+                    self._fanout(item)
+                    # the watermark moves with each entry, so a client subscribing during the
+                    # yield starts exactly after what was already pushed
+                    self.delivered = item.pos
         self.delivered = limit
 
     def _fanout(self, item: Entry) -> None:

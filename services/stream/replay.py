@@ -60,12 +60,13 @@ async def pages(
     upto: Position,
     *,
     check: list[int] | None = None,
-    page: int = PAGE,
+    page: int | None = None,
 ) -> AsyncIterator[tuple[list[Entry], Position]]:
     """Entries with after[j] < id on stream j and position <= upto, in order, a page at a time;
     each page comes with the position it covers up to. `check` (stream caps) turns on the
     retention check on the first page."""
     after = list(after)
+    page = page or PAGE
     while True:
         async with redis.pipeline(transaction=check is not None) as pipe:
             if check is not None:

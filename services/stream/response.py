@@ -104,6 +104,7 @@ class SseResponse(Response):
             self.metrics.clients_dropped.labels(reason).inc()
             if transport is not None:
                 transport.abort()
+                await asyncio.sleep(0)  # let the server see the connection lost before we return
         elif reason == "shutdown":
             with contextlib.suppress(Exception):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -121,29 +122,42 @@ class SseResponse(Response):
             raise _Gone from None
 
     async def _write(self, send: Send) -> None:
-        await self._send(send, self._ping)
-        await self._prelude(send)
+        if self.plan.resume is None and not self._wants_snapshot:
+            # Subscribed before the first byte: a client that has seen the connect ping misses
+            # nothing published after it.
+            start = self.hub.subscribe(self.sub)
+            await self._send(send, self._ping)
+            if self.plan.reset is not None:
+                await self._reset(send, self.plan.reset, start)
+        else:
+            await self._send(send, self._ping)
+            await self._prelude(send)
         await self._live(send)
+
+    @property
+    def _wants_snapshot(self) -> bool:
+        return self.plan.snapshot > 0 and self.sub.feed is Feed.EVENTS
+
+    async def _reset(self, send: Send, reason: str, start: cursor.Position | None) -> None:
+        self.metrics.resets.labels(reason).inc()
+        text = self.hub.cursor_text(start) if start is not None else None
+        await self._send(send, feeds.reset_frame(reason, text))
 
     # --- before live ----------------------------------------------------------------------------
     async def _prelude(self, send: Send) -> None:
-        plan, reset = self.plan, self.plan.reset
-        if plan.resume is not None:
+        reset = self.plan.reset
+        if self.plan.resume is not None:
             try:
-                await self._catch_up(send, list(plan.resume), check=True)
+                await self._catch_up(send, list(self.plan.resume), check=True)
                 return
             except replay.Expired:
                 reset = "expired"
-        if reset is not None:
-            self.metrics.resets.labels(reset).inc()
-        if plan.snapshot > 0 and self.sub.feed is Feed.EVENTS:
-            if reset is not None:
-                await self._send(send, feeds.reset_frame(reset, None))
-            await self._snapshot(send)
+        if not self._wants_snapshot:
+            await self._reset(send, reset or "expired", self.hub.subscribe(self.sub))
             return
-        start = self.hub.subscribe(self.sub)
         if reset is not None:
-            await self._send(send, feeds.reset_frame(reset, self.hub.cursor_text(start)))
+            await self._reset(send, reset, None)  # the snapshot's replay sets the ids
+        await self._snapshot(send)
 
     async def _snapshot(self, send: Send) -> None:
         events, covered = await replay.snapshot(self.hub.redis, self.hub.partitions, self.plan.snapshot)

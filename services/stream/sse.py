@@ -39,10 +39,12 @@ def frame(data: bytes, *, event: str | bytes | None = None, id: str | None = Non
 
 
 def comment(text: str = "") -> bytes:
-    """A comment line: ignored by clients, keeps proxies and idle connections alive."""
+    """A comment line: ignored by clients, keeps proxies and idle connections alive. No blank
+    line after it: some parsers (httpx-sse) would turn a blank line into an empty message once an
+    id has been seen, though the spec dispatches nothing for it."""
     if any(ch in text for ch in _FORBIDDEN):
         raise FrameError("SSE comment must not contain CR, LF or NUL")
-    return f": {text}\n\n".encode()
+    return f": {text}\n".encode()
 
 
 PING = frame(b"{}", event="ping")

@@ -20,7 +20,13 @@ from tests.helpers import app_client
 pytestmark = pytest.mark.integration
 
 EVENT = {"event_type": "request", "command": "ask", "status": "start"}
-RUN = {"type": "llm", "event": "start", "app": "a1", "runId": "r1", "timestamp": "2026-01-01T00:00:00Z"}
+RUN = {
+    "type": "llm",
+    "event": "start",
+    "app": "a1",
+    "runId": "r1",
+    "timestamp": "2026-01-01T00:00:00Z",
+}
 
 
 @contextlib.asynccontextmanager
@@ -45,7 +51,9 @@ async def test_closed_port_gives_503_on_every_route(tmp_path: Path) -> None:
         unavailable(await client.post("/api/apps", json={"name": "x"}))
         unavailable(await client.get("/api/apps"))
         ready = await client.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["checks"]["ingest"].startswith("redis unreachable")
+        assert ready.status_code == 503 and ready.json()["checks"]["ingest"].startswith(
+            "redis unreachable"
+        )
         # configured rate limits cannot be counted either: still 503, not 500
     async with ingest(settings.model_copy(update={"rate_limit_per_ip": 5})) as client:
         unavailable(await client.post(WATCHER_PATH, json=EVENT))

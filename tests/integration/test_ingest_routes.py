@@ -53,7 +53,9 @@ async def total(redis: Redis, partitions: int = 1) -> int:
     return sum([await redis.xlen(events_stream(p)) for p in range(partitions)])
 
 
-def problem(response: httpx.Response, status: int, locations: list[str] | None = None) -> dict[str, Any]:
+def problem(
+    response: httpx.Response, status: int, locations: list[str] | None = None
+) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     body = response.json()
@@ -71,8 +73,14 @@ def event(**fields: Any) -> dict[str, Any]:
 
 
 def run_event(**fields: Any) -> dict[str, Any]:
-    base = {"type": "llm", "event": "start", "app": APP_ID, "runId": str(uuid.uuid4()),
-            "name": "gpt-4o", "timestamp": "2026-01-01T00:00:00.000Z"}  # fmt: skip
+    base = {
+        "type": "llm",
+        "event": "start",
+        "app": APP_ID,
+        "runId": str(uuid.uuid4()),
+        "name": "gpt-4o",
+        "timestamp": "2026-01-01T00:00:00.000Z",
+    }
     base.update(fields)
     return base
 
@@ -83,7 +91,9 @@ def count_events(body: Any) -> int:
     return len(body["events"]) if "events" in body else 1
 
 
-async def test_every_seed_sample_lands_with_source_overwritten(client: httpx.AsyncClient, redis: Redis) -> None:
+async def test_every_seed_sample_lands_with_source_overwritten(
+    client: httpx.AsyncClient, redis: Redis
+) -> None:
     expected = 0
     for path, body in all_samples(APP_ID):
         response = await client.post(path, json=body)
@@ -106,16 +116,42 @@ async def test_source_is_overwritten_and_loose_variants_are_accepted(
 ) -> None:
     session = str(uuid.uuid4())
     bodies = [
-        {"event_type": "request", "command": "chat", "status": "start", "source": "spoofed",
-         "session_id": session},
-        {"event_type": "streaming", "command": "chat", "status": "streaming", "session_id": session,
-         "tokens_so_far": 32},
-        {"event_type": "completion", "command": "chat", "status": "complete", "session_id": session,
-         "duration_ms": 850, "metadata": {"tokens": 64}},
-        {"event_type": "system", "command": "chat", "status": "end", "metadata": {"session_id": session}},
-        {"event_type": "error", "command": "chat", "status": "error", "id": "fixed-id",
-         "timestamp": 1767225600000},
-    ]  # fmt: skip
+        {
+            "event_type": "request",
+            "command": "chat",
+            "status": "start",
+            "source": "spoofed",
+            "session_id": session,
+        },
+        {
+            "event_type": "streaming",
+            "command": "chat",
+            "status": "streaming",
+            "session_id": session,
+            "tokens_so_far": 32,
+        },
+        {
+            "event_type": "completion",
+            "command": "chat",
+            "status": "complete",
+            "session_id": session,
+            "duration_ms": 850,
+            "metadata": {"tokens": 64},
+        },
+        {
+            "event_type": "system",
+            "command": "chat",
+            "status": "end",
+            "metadata": {"session_id": session},
+        },
+        {
+            "event_type": "error",
+            "command": "chat",
+            "status": "error",
+            "id": "fixed-id",
+            "timestamp": 1767225600000,
+        },
+    ]
     for body in bodies:
         assert (await client.post(WATCHER_PATH, json=body)).status_code == 200
     events = await stored(redis)
@@ -135,8 +171,10 @@ async def test_batch_is_published_in_order(client: httpx.AsyncClient, redis: Red
 
 
 # --- every error row of CONTRACT §1 -----------------------------------------------------------
-BAD_BATCH = {"batch": True, "events": [event(), event(timestamp="noon"), event(),
-                                       event(status=7, model=["x"])]}  # fmt: skip
+BAD_BATCH = {
+    "batch": True,
+    "events": [event(), event(timestamp="noon"), event(), event(status=7, model=["x"])],
+}
 
 
 @pytest.mark.parametrize(
@@ -150,16 +188,21 @@ BAD_BATCH = {"batch": True, "events": [event(), event(timestamp="noon"), event()
         (b"\xff\xfe{}", 400, ["body"]),
         (b'{"batch": true}', 422, ["body.events"]),
         (b'{"batch": true, "events": {"event_type": "x"}}', 422, ["body.events"]),
-        (orjson.dumps(BAD_BATCH), 422,
-         ["body.events[1].timestamp", "body.events[3].status", "body.events[3].model"]),
+        (
+            orjson.dumps(BAD_BATCH),
+            422,
+            ["body.events[1].timestamp", "body.events[3].status", "body.events[3].model"],
+        ),
         (orjson.dumps(event(command=None, metadata="x")), 422, ["body.command", "body.metadata"]),
         (orjson.dumps([event(), 3]), 422, ["body[1]"]),
     ],
-)  # fmt: skip
+)
 async def test_webhook_error_rows(
     client: httpx.AsyncClient, redis: Redis, content: bytes, status: int, locations: list[str]
 ) -> None:
-    response = await client.post(WATCHER_PATH, content=content, headers={"content-type": "application/json"})
+    response = await client.post(
+        WATCHER_PATH, content=content, headers={"content-type": "application/json"}
+    )
     problem(response, status, locations)
     assert await total(redis) == 0  # all-or-nothing: nothing from a refused request
 
@@ -170,34 +213,49 @@ async def test_webhook_error_rows(
     [(b"[1, 2", 400, ["body"]), (b"true", 400, ["body"]), (b'{"events": 5}', 422, ["body.events"])],
 )
 async def test_llmonitor_error_rows(
-    client: httpx.AsyncClient, redis: Redis, path: str, content: bytes, status: int, locations: list[str]
+    client: httpx.AsyncClient,
+    redis: Redis,
+    path: str,
+    content: bytes,
+    status: int,
+    locations: list[str],
 ) -> None:
     problem(await client.post(path, content=content), status, locations)
     assert await total(redis) == 0
 
 
-async def test_415_when_the_content_type_is_not_json(client: httpx.AsyncClient, redis: Redis) -> None:
+async def test_415_when_the_content_type_is_not_json(
+    client: httpx.AsyncClient, redis: Redis
+) -> None:
     for path in (WATCHER_PATH, *LLMONITOR_PATHS):
         for content_type in ("text/plain", "application/x-www-form-urlencoded"):
-            response = await client.post(path, content=orjson.dumps(event()),
-                                         headers={"content-type": content_type})  # fmt: skip
+            response = await client.post(
+                path, content=orjson.dumps(event()), headers={"content-type": content_type}
+            )
             problem(response, 415)
     # no content type at all, or a +json type, is fine
     assert (await client.post(WATCHER_PATH, content=orjson.dumps(event()))).status_code == 200
-    response = await client.post(WATCHER_PATH, content=orjson.dumps(event()),
-                                 headers={"content-type": "application/vnd.x+json; charset=utf-8"})
+    response = await client.post(
+        WATCHER_PATH,
+        content=orjson.dumps(event()),
+        headers={"content-type": "application/vnd.x+json; charset=utf-8"},
+    )
     assert response.status_code == 200
     assert await total(redis) == 2
 
 
-async def test_413_body_and_batch_limits(make_settings: Callable[..., Settings], redis: Redis) -> None:
+async def test_413_body_and_batch_limits(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
     async with ingest(make_settings(max_body_bytes=2048, max_batch=3, apps=[APP_ID])) as client:
         big = event(metadata={"blob": "x" * 3000})
         problem(await client.post(WATCHER_PATH, json=big), 413)
         batch = {"batch": True, "events": [event() for _ in range(4)]}
         problem(await client.post(WATCHER_PATH, json=batch), 413)
         problem(await client.post(LLMONITOR_PATHS[0], json=[run_event() for _ in range(4)]), 413)
-        assert (await client.post(WATCHER_PATH, json={**batch, "events": batch["events"][:3]})).status_code == 200
+        assert (
+            await client.post(WATCHER_PATH, json={**batch, "events": batch["events"][:3]})
+        ).status_code == 200
     assert await total(redis) == 3
 
 
@@ -212,8 +270,11 @@ async def test_401_ingest_token(make_settings: Callable[..., Settings], redis: R
             right = {"authorization": "Bearer s3cret"}
             assert (await client.post(path, json=body, headers=right)).status_code == 200
         # with a token, the bearer is the token: an LLMonitor app id must be in the event
-        response = await client.post(LLMONITOR_PATHS[0], json=[run_event(app=None)],
-                                     headers={"authorization": "Bearer s3cret"})  # fmt: skip
+        response = await client.post(
+            LLMONITOR_PATHS[0],
+            json=[run_event(app=None)],
+            headers={"authorization": "Bearer s3cret"},
+        )
         assert response.status_code == 207
         assert response.json()["results"][0]["error"] == "body[0].app: field required"
     assert await total(redis) == 2
@@ -230,14 +291,18 @@ async def test_401_hmac_signature(make_settings: Callable[..., Settings], redis:
     assert await total(redis) == 1
 
 
-async def test_403_unregistered_app_rejects_the_whole_request(client: httpx.AsyncClient, redis: Redis) -> None:
+async def test_403_unregistered_app_rejects_the_whole_request(
+    client: httpx.AsyncClient, redis: Redis
+) -> None:
     body = {"events": [run_event(), run_event(app="stranger"), run_event(timestamp="bad")]}
     for path in LLMONITOR_PATHS:
         response = await client.post(path, json=body)
         problem(response, 403, ["body.events[1].app"])
         assert response.json()["errors"][0]["value"] == "stranger"
         # an unregistered bearer app id is refused too
-        response = await client.post(path, json=[run_event(app=None)], headers={"authorization": "Bearer who"})
+        response = await client.post(
+            path, json=[run_event(app=None)], headers={"authorization": "Bearer who"}
+        )
         problem(response, 403, ["header.Authorization"])
     assert await total(redis) == 0
 
@@ -251,18 +316,23 @@ async def test_207_publishes_the_valid_events_and_lists_the_others(
     assert response.status_code == 207
     assert response.json()["results"] == [
         {"id": good1["runId"], "success": True},
-        {"id": body["events"][1]["runId"], "success": False,
-         "error": "body.events[1].timestamp: not an RFC 3339 timestamp"},
+        {
+            "id": body["events"][1]["runId"],
+            "success": False,
+            "error": "body.events[1].timestamp: not an RFC 3339 timestamp",
+        },
         {"id": good2["runId"], "success": True},
         {"id": None, "success": False, "error": "body.events[3]: expected an object, got string"},
         {"id": None, "success": False, "error": "body.events[4].runId: field required"},
-    ]  # fmt: skip
+    ]
     events = await stored(redis)
     assert [e["metadata"]["runId"] for e in events] == [good1["runId"], good2["runId"]]
     assert events[1]["command"] == "llm" and events[1]["status"] == "completed"
 
 
-async def test_llmonitor_app_from_bearer_and_single_object_forms(client: httpx.AsyncClient, redis: Redis) -> None:
+async def test_llmonitor_app_from_bearer_and_single_object_forms(
+    client: httpx.AsyncClient, redis: Redis
+) -> None:
     bearer = {"authorization": f"Bearer {APP_ID}"}
     one = run_event(app=None)
     response = await client.post("/v1/runs/ingest", json={"events": one}, headers=bearer)
@@ -281,7 +351,9 @@ async def test_resent_llmonitor_event_keeps_its_id(client: httpx.AsyncClient, re
     assert ids == [event_id(raw["runId"], "start", "2026-01-01T00:00:00.000Z")] * 2
 
 
-async def test_429_rate_limit_per_ip_and_per_app(make_settings: Callable[..., Settings], redis: Redis) -> None:
+async def test_429_rate_limit_per_ip_and_per_app(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
     # limit 1/s: 4 quick requests cannot all fall into different one-second windows
     async with ingest(make_settings(rate_limit_per_ip=1, apps=[APP_ID])) as client:
         answers = [await client.post(WATCHER_PATH, json=event()) for _ in range(4)]
@@ -309,11 +381,16 @@ async def test_503_backpressure_when_the_backlog_is_over_its_cap(
         problem(response, 503)
         assert response.headers["retry-after"] == "1"
         metrics = (await client.get("/metrics")).text
-        assert 'llmwatch_ingest_events_rejected_total{reason="backpressure",source="webhook"} 1.0' in metrics
+        assert (
+            'llmwatch_ingest_events_rejected_total{reason="backpressure",source="webhook"} 1.0'
+            in metrics
+        )
     assert await total(redis) == 3
 
 
-async def test_partitions_follow_the_run_or_session(make_settings: Callable[..., Settings], redis: Redis) -> None:
+async def test_partitions_follow_the_run_or_session(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
     partitions = 4
     async with ingest(make_settings(partitions=partitions, apps=[APP_ID])) as client:
         sessions = [f"s{i}" for i in range(12)]
@@ -338,12 +415,16 @@ async def test_many_concurrent_posts_all_land(client: httpx.AsyncClient, redis: 
     assert await total(redis) == 150 + 200 + 30
 
 
-async def test_undocumented_values_are_kept_and_counted(client: httpx.AsyncClient, redis: Redis) -> None:
+async def test_undocumented_values_are_kept_and_counted(
+    client: httpx.AsyncClient, redis: Redis
+) -> None:
     await client.post(WATCHER_PATH, json=event(event_type="tool_call", status="Paused"))
     [stored_event] = await stored(redis)
     assert (stored_event["event_type"], stored_event["status"]) == ("tool_call", "Paused")
     metrics = (await client.get("/metrics")).text
-    assert 'llmwatch_ingest_undocumented_values_total{field="status",source="webhook"} 1.0' in metrics
+    assert (
+        'llmwatch_ingest_undocumented_values_total{field="status",source="webhook"} 1.0' in metrics
+    )
     assert 'llmwatch_ingest_events_accepted_total{source="webhook"} 1.0' in metrics
 
 

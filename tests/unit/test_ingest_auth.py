@@ -14,9 +14,16 @@ pytestmark = pytest.mark.unit
 
 @pytest.mark.parametrize(
     ("header", "token"),
-    [("Bearer abc", "abc"), ("bearer  abc ", "abc"), ("Basic abc", None), ("Bearer", None),
-     ("Bearer ", None), ("", None), (None, None)],
-)  # fmt: skip
+    [
+        ("Bearer abc", "abc"),
+        ("bearer  abc ", "abc"),
+        ("Basic abc", None),
+        ("Bearer", None),
+        ("Bearer ", None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_bearer(header: str | None, token: str | None) -> None:
     assert bearer(header) == token
 
@@ -42,29 +49,45 @@ def test_signature_is_github_style_hmac_sha256() -> None:
 
 @given(st.binary(max_size=64), st.text(max_size=80))
 def test_signature_check_never_raises(body: bytes, header: str) -> None:
-    assert signature_matches(body, header, "secret") is (header.strip().lower() == sign(body, "secret"))
+    assert signature_matches(body, header, "secret") is (
+        header.strip().lower() == sign(body, "secret")
+    )
 
 
 @pytest.mark.parametrize(
     "value",
-    [None, "", "application/json", "application/json; charset=utf-8", "Application/JSON",
-     "application/vnd.api+json", "application/problem+json"],
-)  # fmt: skip
+    [
+        None,
+        "",
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON",
+        "application/vnd.api+json",
+        "application/problem+json",
+    ],
+)
 def test_json_content_types_pass(value: str | None) -> None:
     check_content_type(value)
 
 
 @pytest.mark.parametrize(
     "value",
-    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
-     "text/json+html", "application/xml"],
-)  # fmt: skip
+    [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "text/json+html",
+        "application/xml",
+    ],
+)
 def test_other_content_types_are_415(value: str) -> None:
     with pytest.raises(UnsupportedMediaType):
         check_content_type(value)
 
 
-@pytest.mark.parametrize("body", [b"", b"nope", b"{", b"NaN", b"\xff\xfe", b"[" * 2000 + b"]" * 2000])
+@pytest.mark.parametrize(
+    "body", [b"", b"nope", b"{", b"NaN", b"\xff\xfe", b"[" * 2000 + b"]" * 2000]
+)
 def test_not_json_is_400(body: bytes) -> None:
     with pytest.raises(BadRequest):
         parse_json(body)

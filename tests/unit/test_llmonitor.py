@@ -21,8 +21,14 @@ TS = "2026-01-01T00:00:00.000Z"
 
 
 def run_event(**fields: Any) -> dict[str, Any]:
-    base = {"type": "llm", "event": "start", "app": "app-1", "runId": "run-1", "name": "gpt-4o",
-            "timestamp": TS}  # fmt: skip
+    base = {
+        "type": "llm",
+        "event": "start",
+        "app": "app-1",
+        "runId": "run-1",
+        "name": "gpt-4o",
+        "timestamp": TS,
+    }
     base.update(fields)
     return {k: v for k, v in base.items() if v is not ...}
 
@@ -33,7 +39,9 @@ def ok(raw: Any, bearer_app: str | None = None) -> Normalized:
     return result
 
 
-def errors(raw: Any, location: str = "body", bearer_app: str | None = None) -> list[tuple[str, str]]:
+def errors(
+    raw: Any, location: str = "body", bearer_app: str | None = None
+) -> list[tuple[str, str]]:
     result = normalize_llmonitor(raw, location, bearer_app)
     assert isinstance(result, Invalid), result
     return [(e.location, e.message) for e in result.errors]
@@ -41,9 +49,15 @@ def errors(raw: Any, location: str = "body", bearer_app: str | None = None) -> l
 
 @pytest.mark.parametrize(
     ("event", "event_type", "status"),
-    [("start", "request", "start"), ("end", "completion", "completed"), ("error", "error", "failed"),
-     ("feedback", "status", "info"), ("update", "status", "info"), ("chat", "request", "info")],
-)  # fmt: skip
+    [
+        ("start", "request", "start"),
+        ("end", "completion", "completed"),
+        ("error", "error", "failed"),
+        ("feedback", "status", "info"),
+        ("update", "status", "info"),
+        ("chat", "request", "info"),
+    ],
+)
 def test_event_mapping(event: str, event_type: str, status: str) -> None:
     stored = ok(run_event(event=event)).event
     assert (stored["event_type"], stored["status"]) == (event_type, status)
@@ -60,9 +74,15 @@ def test_command_and_model() -> None:
 
 
 def test_all_original_fields_are_kept_under_metadata_as_sent() -> None:
-    raw = run_event(parentRunId="p", input=[{"role": "user", "content": "hi"}], tags=["a"],
-                    extra={"temperature": 0.2}, tokensUsage={"prompt": 3, "completion": 4},
-                    userId="u1", timestamp=1767225600000)  # fmt: skip
+    raw = run_event(
+        parentRunId="p",
+        input=[{"role": "user", "content": "hi"}],
+        tags=["a"],
+        extra={"temperature": 0.2},
+        tokensUsage={"prompt": 3, "completion": 4},
+        userId="u1",
+        timestamp=1767225600000,
+    )
     stored = ok(raw).event
     assert stored["metadata"] == raw
     assert stored["timestamp"] == TS  # epoch milliseconds normalised
@@ -98,8 +118,16 @@ def test_undocumented_type_and_event_are_kept_and_flagged() -> None:
 
 
 def test_every_problem_is_listed_with_its_location() -> None:
-    raw = {"type": "", "runId": 3, "timestamp": "later", "tags": ["ok", 1], "tokensUsage": {"prompt": -1},
-           "extra": [], "error": 5, "name": 7}  # fmt: skip
+    raw = {
+        "type": "",
+        "runId": 3,
+        "timestamp": "later",
+        "tags": ["ok", 1],
+        "tokensUsage": {"prompt": -1},
+        "extra": [],
+        "error": 5,
+        "name": 7,
+    }
     assert errors(raw, "body.events[2]") == [
         ("body.events[2].type", "must not be empty"),
         ("body.events[2].event", "field required"),
@@ -150,18 +178,36 @@ json_values = st.recursive(
     | st.integers(-(2**63), 2**63 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
     max_leaves=10,
 )
-NAMES = ["type", "event", "app", "runId", "parentRunId", "timestamp", "name", "tags", "tokensUsage",
-         "extra", "feedback", "error", "input", "output"]  # fmt: skip
+NAMES = [
+    "type",
+    "event",
+    "app",
+    "runId",
+    "parentRunId",
+    "timestamp",
+    "name",
+    "tags",
+    "tokensUsage",
+    "extra",
+    "feedback",
+    "error",
+    "input",
+    "output",
+]
 
 
 @given(
     st.dictionaries(st.sampled_from(NAMES), json_values, max_size=10),
     st.none() | st.text(min_size=1, max_size=5),
 )
-def test_any_object_maps_or_lists_errors_never_raises(raw: dict[str, Any], bearer_app: str | None) -> None:
+def test_any_object_maps_or_lists_errors_never_raises(
+    raw: dict[str, Any], bearer_app: str | None
+) -> None:
     result = normalize_llmonitor(raw, "body", bearer_app)
     if isinstance(result, Invalid):
         assert result.errors

@@ -72,7 +72,9 @@ def test_parse_timestamp(raw: object, expected: str) -> None:
     assert parse_timestamp(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["yesterday", "", "2026-13-01T00:00:00Z", True, None, [], {}, 10**30])
+@pytest.mark.parametrize(
+    "raw", ["yesterday", "", "2026-13-01T00:00:00Z", True, None, [], {}, 10**30]
+)
 def test_unparseable_timestamps_raise_value_error(raw: object) -> None:
     with pytest.raises(ValueError):
         parse_timestamp(raw)
@@ -82,7 +84,9 @@ def test_unparseable_timestamps_raise_value_error(raw: object) -> None:
     st.datetimes(
         min_value=datetime(1, 1, 2),
         max_value=datetime(9999, 12, 30),
-        timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]
+        ),
     )
 )
 def test_any_aware_datetime_round_trips_to_utc(moment: datetime) -> None:
@@ -103,7 +107,9 @@ def test_parse_timestamp_only_ever_raises_value_error(value: object) -> None:
 
 def test_format_keeps_microseconds_only_when_present() -> None:
     assert format_timestamp(datetime(2026, 1, 1, 0, 0, 0, 5000, UTC)) == "2026-01-01T00:00:00.005Z"
-    assert format_timestamp(datetime(2026, 1, 1, 0, 0, 0, 5001, UTC)) == "2026-01-01T00:00:00.005001Z"
+    assert (
+        format_timestamp(datetime(2026, 1, 1, 0, 0, 0, 5001, UTC)) == "2026-01-01T00:00:00.005001Z"
+    )
 
 
 def test_envelope_locations() -> None:

@@ -22,12 +22,28 @@ json_values = st.recursive(
     | st.integers(-(2**63), 2**63 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
-FIELD_NAMES = ["id", "timestamp", "event_type", "command", "status", "model", "metadata", "source",
-               "session_id", "duration_ms", "batch", "events"]  # fmt: skip
-event_like = st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=6), json_values, max_size=9)
+FIELD_NAMES = [
+    "id",
+    "timestamp",
+    "event_type",
+    "command",
+    "status",
+    "model",
+    "metadata",
+    "source",
+    "session_id",
+    "duration_ms",
+    "batch",
+    "events",
+]
+event_like = st.dictionaries(
+    st.sampled_from(FIELD_NAMES) | st.text(max_size=6), json_values, max_size=9
+)
 
 
 def event(**fields: Any) -> dict[str, Any]:
@@ -82,9 +98,20 @@ def test_aliases_and_undocumented_values() -> None:
 
 
 def test_extra_top_level_fields_move_into_metadata_unless_present() -> None:
-    stored = ok(event(session_id="s1", duration_ms=850, tokens_so_far=3,
-                      metadata={"duration_ms": 1, "tokens": 9})).event  # fmt: skip
-    assert stored["metadata"] == {"duration_ms": 1, "tokens": 9, "session_id": "s1", "tokens_so_far": 3}
+    stored = ok(
+        event(
+            session_id="s1",
+            duration_ms=850,
+            tokens_so_far=3,
+            metadata={"duration_ms": 1, "tokens": 9},
+        )
+    ).event
+    assert stored["metadata"] == {
+        "duration_ms": 1,
+        "tokens": 9,
+        "session_id": "s1",
+        "tokens_so_far": 3,
+    }
     assert "session_id" not in stored
 
 
@@ -102,8 +129,10 @@ def test_routing_key_is_the_stored_session_id() -> None:
 
 
 def test_every_problem_is_listed_with_its_location() -> None:
-    problems = bad({"event_type": 5, "status": "", "model": 3, "metadata": [], "timestamp": "soon", "id": 7},
-                   "body.events[3]")  # fmt: skip
+    problems = bad(
+        {"event_type": 5, "status": "", "model": 3, "metadata": [], "timestamp": "soon", "id": 7},
+        "body.events[3]",
+    )
     assert problems == [
         ("body.events[3].id", "expected a string, got number"),
         ("body.events[3].timestamp", "not an RFC 3339 timestamp"),
@@ -131,9 +160,12 @@ def test_envelopes() -> None:
 
 @pytest.mark.parametrize(
     ("body", "location"),
-    [({"batch": True}, "body.events"), ({"batch": True, "events": {"a": 1}}, "body.events"),
-     ({"events": "x"}, "body.events")],
-)  # fmt: skip
+    [
+        ({"batch": True}, "body.events"),
+        ({"batch": True, "events": {"a": 1}}, "body.events"),
+        ({"events": "x"}, "body.events"),
+    ],
+)
 def test_bad_batch_envelopes(body: dict[str, Any], location: str) -> None:
     result = webhook_envelope(body)
     assert isinstance(result, Invalid)

@@ -63,7 +63,7 @@ export function createStats({ api, onError }) {
     setText('stat-tokens-split', `${fmtInt(tokens.prompt)} in · ${fmtInt(tokens.completion)} out`);
     setText('stat-cost', fmtCost(s.cost_usd));
     setText('stat-runs', fmtInt(runs.running));
-    setText('stat-runs-split', `running · ${fmtInt(runs.completed)} ok · ${fmtInt(runs.failed)} failed`);
+    setText('stat-runs-split', `${fmtInt(runs.completed)} ok · ${fmtInt(runs.failed)} failed`);
     $('stats').dataset.total = String(isNum(s.total) ? s.total : '');
     renderModels(s.by_model || {});
   }

@@ -1,0 +1,97 @@
+"""Helpers for the live-feed tests: apps on real ports, feed entries, SSE readers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+from fastapi import FastAPI
+from httpx_sse import ServerSentEvent, aconnect_sse
+from redis.asyncio import Redis
+
+from services.targets import FACTORIES
+from shared import keys
+from shared.metrics import new_registry
+from shared.redis import connect
+from shared.service import Context, build_app
+from shared.settings import Settings
+from tests.helpers import live_server
+
+TIMEOUT = 10.0
+
+
+def make_app(settings: Settings, *names: str) -> FastAPI:
+    """An app with just these services (their own Redis client, closed on shutdown)."""
+    ctx = Context(settings=settings, redis=connect(settings), registry=new_registry())
+    return build_app(ctx, [FACTORIES[name](ctx) for name in names])
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: Settings, *names: str, port: int | None = None) -> AsyncIterator[tuple[str, FastAPI]]:
+    app = make_app(settings, *(names or ("stream",)))
+    async with live_server(app, port) as base:
+        yield base, app
+
+
+def hub_of(app: FastAPI) -> Any:
+    return app.state.services["stream"].state["hub"]
+
+
+async def until(predicate: Any, timeout: float = TIMEOUT, every: float = 0.01) -> None:
+    """Poll `predicate()` (sync or async) until true."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(every)
+
+
+async def add(redis: Redis, stream: str, name: str, payload: Any, **kw: Any) -> bytes:
+    data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    return await redis.xadd(stream, {keys.FEED_TYPE_FIELD: name, keys.FEED_DATA_FIELD: data}, **kw)
+
+
+@dataclass
+class Received:
+    event: str
+    data: str
+    id: str
+
+    @classmethod
+    def of(cls, sse: ServerSentEvent) -> Received:
+        return cls(sse.event, sse.data, sse.id)
+
+
+class Feed:
+    """An open SSE response; `next()` returns the next message (pings skipped unless asked)."""
+
+    def __init__(self, source: Any) -> None:
+        self.response = source.response
+        self._it = source.aiter_sse()
+
+    async def next(self, *, pings: bool = False, timeout: float = TIMEOUT) -> Received:
+        while True:
+            sse = await asyncio.wait_for(self._it.__anext__(), timeout)
+            if pings or sse.event != "ping":
+                return Received.of(sse)
+
+    async def take(self, count: int, **kw: Any) -> list[Received]:
+        return [await self.next(**kw) for _ in range(count)]
+
+
+@contextlib.asynccontextmanager
+async def feed(client: httpx.AsyncClient, path: str, **kw: Any) -> AsyncIterator[Feed]:
+    async with aconnect_sse(client, "GET", path, **kw) as source:
+        source.response.raise_for_status()
+        yield Feed(source)
