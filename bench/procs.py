@@ -121,7 +121,7 @@ class Procs:
             wait_http(proc, "/readyz", timeout)
         return proc
 
-    def refapp(self, timeout: float = 20.0, *, kind: str = "bare") -> Proc:
+    def refapp(self, timeout: float = 20.0, *, kind: str = "bare", wait: bool = True) -> Proc:
         """A reference app: `bare` ASGI answering {"ok":true}, `fastapi` one-route FastAPI app,
         or `sse`, a bare ASGI event stream that holds idle clients."""
         port = free_port()
@@ -132,10 +132,8 @@ class Procs:
                 "--lifespan", "off", "--no-access-log", "--no-server-header",
                 "--log-level", "warning"]  # fmt: skip
         proc = self.spawn(f"refapp-{kind}", argv, port=port)
-        if kind == "sse":
-            wait_port(proc, timeout)
-        else:
-            wait_http(proc, "/", timeout, method="POST")
+        if wait:
+            ready(proc, timeout=timeout)
         return proc
 
     def stop_all(self) -> None:
@@ -185,6 +183,17 @@ def wait_http(proc: Proc, path: str, timeout: float, *, method: str = "GET") -> 
             last = repr(exc)
         time.sleep(0.05)
     raise ServiceUnavailable(f"{proc.name} not ready after {timeout}s ({last}): {proc.log_tail()}")
+
+
+def ready(*started: Proc, timeout: float = 30.0) -> None:
+    """Wait for processes spawned with `wait=False` (they start in parallel meanwhile)."""
+    for proc in started:
+        if proc.name.startswith("refapp-sse"):
+            wait_port(proc, timeout)
+        elif proc.name.startswith("refapp"):
+            wait_http(proc, "/", timeout, method="POST")
+        else:
+            wait_http(proc, "/readyz", timeout)
 
 
 def wait_port(proc: Proc, timeout: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.facts import facts
 from bench.notes import METHOD, NOTES, REPRODUCE
 
 ORDER = ["ingest_single", "ingest_batch", "aggregator", "sse_latency", "sse_fanout",
@@ -83,12 +84,13 @@ def bounds(figures: dict[str, dict[str, Any]]) -> list[str]:
         out += [f"### {f['title']}", ""]
         if f.get("error"):
             out += [f"Not measured in this run: `{f['error'][:300]}`", ""]
+        measured = facts(f)
+        extra = f.get("details", {}).get("notes") or []
+        if measured or extra:
+            out += ["Measured in this run:", ""] + measured + [f"- {line}" for line in extra] + [""]
         note = NOTES.get(f["name"])
         if note:
             out += [note.strip(), ""]
-        extra = f.get("details", {}).get("notes")
-        if extra:
-            out += [f"- {line}" for line in extra] + [""]
         for key in ("profile", "profile_reference"):
             prof = f.get("details", {}).get(key)
             if prof:

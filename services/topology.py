@@ -290,7 +290,8 @@ def run(args: argparse.Namespace) -> int:
         redis_url=args.redis_url or os.environ.get("REDIS_URL") or None,
         deploy_dir=args.deploy_dir,
     )  # fmt: skip
-    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    # SIGTERM (e.g. from a supervisor) unwinds like Ctrl-C, through the `finally` that stops all.
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     try:
         topology.start()
         _print_summary(topology)
@@ -302,6 +303,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         topology.stop()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _print_summary(topology: Topology) -> None:

@@ -69,14 +69,19 @@ def _b36(value: int) -> str:
     return "".join(reversed(digits))
 
 
+def prefix(epoch: str, partitions: int) -> str:
+    """The part shared by every cursor of one epoch and layout (the reader computes it once)."""
+    if not EPOCH_RE.fullmatch(epoch):
+        raise ValueError(f"invalid epoch {epoch!r}")
+    return f"{FORMAT}{epoch}.{_b36(partitions)}."
+
+
+def encode_at(head: str, pos: Position) -> str:
+    return f"{head}{_b36(pos.ms)}.{_b36(pos.seq)}.{_b36(pos.idx)}"
+
+
 def encode(cursor: Cursor) -> str:
-    if not EPOCH_RE.fullmatch(cursor.epoch):
-        raise ValueError(f"invalid epoch {cursor.epoch!r}")
-    pos = cursor.position
-    return (
-        f"{FORMAT}{cursor.epoch}.{_b36(cursor.partitions)}."
-        f"{_b36(pos.ms)}.{_b36(pos.seq)}.{_b36(pos.idx)}"
-    )
+    return encode_at(prefix(cursor.epoch, cursor.partitions), cursor.position)
 
 
 def decode(text: str) -> Cursor:

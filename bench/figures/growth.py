@@ -81,10 +81,11 @@ def _stack(ps: Procs, name: str, count: int, group: list[loader.Template] | None
 
 def _measure(plan: Plan, ps: Procs, small: Proc, large: Proc) -> dict[str, list[dict[str, Any]]]:
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in ROUTES}
-    for gateway in (small, large):
+    for gateway in (small, large) if plan.warmup_s else ():
         for route in ROUTES.values():
-            wrk.run(gateway.url + route, workdir=ps.workdir, duration_s=1, connections=CONNECTIONS)
-    for _ in range(plan.rounds):
+            wrk.run(gateway.url + route, workdir=ps.workdir, duration_s=plan.warmup_s,
+                    connections=CONNECTIONS)  # fmt: skip
+    for _ in range(plan.growth_rounds):
         for name, route in ROUTES.items():
             entry = {}
             for label, gateway in (("small", small), ("large", large)):

@@ -36,8 +36,9 @@ def run(plan: Plan) -> list[dict[str, Any]]:
     try:
         with _topology(workdir, 1) as one, _topology(workdir, 2) as two:
             urls = {"one": one.url + PATH, "two": two.url + PATH}
-            for url in urls.values():
-                wrk.run(url, workdir=workdir, duration_s=1, connections=plan.wrk_connections,
+            for url in urls.values() if plan.warmup_s else ():
+                wrk.run(url, workdir=workdir, duration_s=plan.warmup_s,
+                        connections=plan.wrk_connections,
                         body_file=body, run_id="hwarm")  # fmt: skip
             for i in range(plan.rounds):
                 entry = {}

@@ -25,7 +25,9 @@ from bench.figures.common import (
     write_body,
 )  # fmt: skip
 from bench.plan import Plan
-from bench.procs import ROOT, CpuMeter, Proc, Procs, RssSampler, ServiceUnavailable, procs
+from bench.procs import (
+    ROOT, CpuMeter, Proc, Procs, RssSampler, ServiceUnavailable, procs, ready,
+)  # fmt: skip
 from shared import keys
 
 PATH = "/api/open-wrapper"
@@ -42,10 +44,11 @@ def run(plan: Plan) -> list[dict[str, Any]]:
     with procs(workdir) as ps:
         server = ps.redis()
         r = redis_client(server.url)
-        ref = ps.refapp()
-        framework = ps.refapp(kind="fastapi")
+        ref = ps.refapp(wait=False)
+        framework = ps.refapp(kind="fastapi", wait=False)
         try:
-            ingest: Proc | None = ps.service("ingest", server.url)
+            ingest: Proc | None = ps.service("ingest", server.url, wait=False)
+            ready(ref, framework, ingest)
             expect_ok(ingest, PATH, fill_ids(bodies.single_template()))
         except ServiceUnavailable as exc:
             ingest, missing = None, exc
@@ -74,10 +77,9 @@ def _single(plan: Plan, ps: Procs, ref: Proc, ingest: Proc | None, r: Any,
             peak_rss: list[int], framework: Proc) -> dict[str, Any]:  # fmt: skip
     body = write_body(ps.workdir, "single.json", bodies.single_template())
     common = {"workdir": ps.workdir, "connections": plan.wrk_connections, "body_file": body}
-    wrk.run(f"{ref.url}/", duration_s=1, run_id="warm", **common)
-    wrk.run(f"{framework.url}/", duration_s=1, run_id="warm", **common)
-    if ingest:
-        wrk.run(ingest.url + PATH, duration_s=1, run_id="warm", **common)
+    if plan.warmup_s:
+        for url in (f"{ref.url}/", f"{framework.url}/", *([ingest.url + PATH] if ingest else [])):
+            wrk.run(url, duration_s=plan.warmup_s, run_id="warm", **common)
         time.sleep(SETTLE_S)
     refs, ours, rounds, fastapi_rps = [], [], [], []
     for i in range(plan.rounds):
@@ -123,8 +125,8 @@ def _batch(plan: Plan, ps: Procs, ref: Proc, ingest: Proc | None, r: Any,
     events_file = write_body(ps.workdir, "events.json",
                              orjson.dumps([e.decode() for e in events]))  # fmt: skip
     common = {"workdir": ps.workdir, "connections": plan.wrk_connections, "body_file": body}
-    if ingest:
-        wrk.run(ingest.url + PATH, duration_s=1, run_id="bwarm", **common)
+    if ingest and plan.warmup_s:
+        wrk.run(ingest.url + PATH, duration_s=plan.warmup_s, run_id="bwarm", **common)
         time.sleep(SETTLE_S)
     refs, ours, rounds = [], [], []
     for i in range(plan.rounds):

@@ -24,7 +24,7 @@ from bench.bodies import BENCH_APP
 from bench.bodies import single_template
 from bench.figures.common import expect_ok, failed, figure, fill_ids, redis_client
 from bench.plan import Plan
-from bench.procs import Proc, Procs, cpu_seconds, procs, request
+from bench.procs import Proc, Procs, cpu_seconds, procs, ready, request
 from bench.receivers import ReceiverGroup
 from shared import keys
 
@@ -35,17 +35,17 @@ FANOUT = ("sse_fanout", "SSE fan-out, one gateway process", "deliveries/s",
 MEMORY = ("gateway_rss_per_client", "gateway RSS per idle SSE client", "KB", "< 20 KB")
 GATEWAY_SETTINGS = {"LLMWATCH_SSE_MAX_PER_IP": "100000", "LLMWATCH_SSE_MAX_STREAMS": "20000"}
 STAMP = re.compile(rb'"bench_t":(\d+)')
-WARMUP_S = 1.0
-GRACE_S = 1.0
 
 
 def run(plan: Plan) -> list[dict[str, Any]]:
     with procs(plan.workdir / "sse") as ps:
         try:
             server = ps.redis()
-            ingest = ps.service("ingest", server.url, settings={"LLMWATCH_APPS": BENCH_APP})
+            ingest = ps.service("ingest", server.url, settings={"LLMWATCH_APPS": BENCH_APP},
+                                wait=False)  # fmt: skip
+            aggregator = ps.service("aggregator", server.url, wait=False)
+            ready(ingest, aggregator)
             expect_ok(ingest, pacer.PATH, fill_ids(single_template()))
-            aggregator = ps.service("aggregator", server.url)
         except Exception as exc:  # noqa: BLE001
             return [failed(*LATENCY, exc), failed(*FANOUT, exc), failed(*MEMORY, exc)]
         stack = {"ingest": ingest, "aggregator": aggregator}
@@ -78,12 +78,14 @@ async def _latency(plan: Plan, ps: Procs, url: str, stack: dict[str, Proc],
             raise RuntimeError(f"only {group.connected}/{plan.latency_clients} SSE clients "
                                f"connected (refused {group.refused}, errors {group.errors})")  # fmt: skip
         port = stack["ingest"].port or 0
-        await pacer.paced(port, rate=plan.latency_rate, duration=WARMUP_S, marker="bench_w")
+        if plan.warmup_s:
+            await pacer.paced(port, rate=plan.latency_rate, duration=plan.warmup_s,
+                              marker="bench_w")  # fmt: skip
         before = _cpu(pids, group)
         sent = await pacer.paced(port, rate=plan.latency_rate, duration=plan.duration_s,
                                  run=f"lat{time.time_ns()}")  # fmt: skip
         cpu = _cpu_share(before, _cpu(pids, group), sent.seconds)
-        await asyncio.sleep(GRACE_S)
+        await asyncio.sleep(plan.grace_s)
         final = await group.stop()
     finally:
         group.kill()
@@ -118,9 +120,9 @@ async def _hold(proc: Proc, plan: Plan, workdir: Any, warm: Any = None) -> tuple
     await first.start()
     if warm is not None:
         warm()
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(plan.grace_s / 2)
     await first.stop()
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(plan.grace_s / 2)
     rss_before = proc.rss()
     group = ReceiverGroup(proc.port or 0, plan.fanout_clients, plan.fanout_receivers,
                           mode="count", workdir=workdir)  # fmt: skip
@@ -131,7 +133,7 @@ async def _hold(proc: Proc, plan: Plan, workdir: Any, warm: Any = None) -> tuple
         group.kill()
         raise
     connect_s = time.perf_counter() - t0
-    await asyncio.sleep(2.0)  # idle: what each held connection costs at rest
+    await asyncio.sleep(plan.idle_s)  # idle: what each held connection costs at rest
     rss_after = proc.rss()
     if group.connected == 0:
         group.kill()
@@ -200,7 +202,7 @@ async def _step(plan: Plan, group: ReceiverGroup, ingest: Proc, pids: dict[str, 
                              per_post=per_post, connections=4, run=f"fan{offered}")  # fmt: skip
     end = await group.command("snap")
     cpu = _cpu_share(before, _cpu(pids, group), sent.seconds)
-    await asyncio.sleep(GRACE_S)
+    await asyncio.sleep(plan.grace_s)
     after = await group.command("snap")
     window = end["frames"] - start["frames"]
     expected = sent.ok * clients

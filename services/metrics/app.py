@@ -72,7 +72,14 @@ def _reload_router(ctx: Context, watch: ConfigWatch, metrics: SamplerMetrics) ->
         watch.mark_loaded(seen)
         metrics.config_stale.set(0)
         await ring.set_stale(ctx.redis, False)
-        log.info("config reloaded from %s: applied %s; restart needed for %s", path, applied, restart)
-        return {"reloaded": True, "config": str(path), "applied": applied, "restart_required": restart}
+        log.info(
+            "config reloaded from %s: applied %s; restart needed for %s", path, applied, restart
+        )
+        return {
+            "reloaded": True,
+            "config": str(path),
+            "applied": applied,
+            "restart_required": restart,
+        }
 
     return router

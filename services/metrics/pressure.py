@@ -21,7 +21,9 @@ class Pressure:
         return self.since is not None
 
 
-def step(state: Pressure, value: float, threshold: float, hold_s: float, now: float) -> tuple[Pressure, bool]:
+def step(
+    state: Pressure, value: float, threshold: float, hold_s: float, now: float
+) -> tuple[Pressure, bool]:
     """The state after observing `value` at `now`, and whether to raise a notification now."""
     if value <= threshold:
         return Pressure(), False

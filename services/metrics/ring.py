@@ -24,7 +24,9 @@ return 1
 """
 
 
-async def publish_sample(redis: Redis, sample: dict[str, Any], uptime: float, cpu_cores: int) -> None:
+async def publish_sample(
+    redis: Redis, sample: dict[str, Any], uptime: float, cpu_cores: int
+) -> None:
     async with redis.pipeline(transaction=True) as pipe:
         pipe.xadd(
             keys.SYSTEM_SAMPLES,

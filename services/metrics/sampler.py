@@ -16,6 +16,7 @@ from typing import Any
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from redis.exceptions import ResponseError
 
 from services.metrics import pressure, ring
 from services.metrics.config_watch import ConfigWatch
@@ -100,7 +101,7 @@ class Sampler:
         while not stopping.is_set():
             try:
                 await self.tick()
-            except (*UNAVAILABLE, RuntimeError) as exc:
+            except (*UNAVAILABLE, ResponseError, RuntimeError) as exc:
                 self.metrics.errors.inc()
                 log.warning("sampler tick failed: %s", exc)
             try:

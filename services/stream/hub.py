@@ -48,7 +48,7 @@ Item = tuple[Position, bytes]
 class Subscriber:
     """One SSE client as the hub sees it: what it wants and its bounded queue of frames."""
 
-    __slots__ = ("feed", "names", "ip", "capacity", "frames", "wake", "dropped")
+    __slots__ = ("capacity", "dropped", "feed", "frames", "ip", "names", "wake")
 
     def __init__(self, feed: Feed, names: frozenset[bytes] | None, ip: str, capacity: int) -> None:
         self.feed = feed
@@ -92,7 +92,7 @@ class Hub:
         self.partitions = settings.partitions
         self.streams = keys.feed_streams(settings.partitions)
         self._index = {name.encode(): i for i, name in enumerate(self.streams)}
-        self.epoch = ""
+        self._epoch = self._prefix = ""
         self.delivered: Position | None = None
         self.started = asyncio.Event()
         self._read_from: list[StreamId] = []
@@ -107,6 +107,9 @@ class Hub:
         """Start pushing live frames to `sub`; returns the watermark they start after."""
         if self.delivered is None:
             raise RuntimeError("hub not started")
+        if self.stopping.is_set():
+            sub.drop("shutdown")
+            return self.delivered
         if sub.feed is Feed.EVENTS:
             self._events.add(sub)
         elif sub.names is None:
@@ -131,8 +134,17 @@ class Hub:
         named = {s for group in self._by_name.values() for s in group}
         return len(self._all) + len(self._events) + len(named)
 
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    @epoch.setter
+    def epoch(self, value: str) -> None:
+        self._epoch = value
+        self._prefix = cursor.prefix(value, self.partitions) if value else ""
+
     def cursor_text(self, pos: Position) -> str:
-        return cursor.encode(cursor.Cursor(self.epoch, self.partitions, pos))
+        return cursor.encode_at(self._prefix, pos)
 
     # --- the reader ----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -178,7 +190,9 @@ class Hub:
         return int(seconds) * 1000 + int(micros) // 1000
 
     def _positions(self) -> dict[str, str]:
-        return {s: cursor.format_id(sid) for s, sid in zip(self.streams, self._read_from, strict=True)}
+        return {
+            s: cursor.format_id(sid) for s, sid in zip(self.streams, self._read_from, strict=True)
+        }
 
     async def _round(self) -> None:
         if not self._pending and not self._busy:
@@ -257,10 +271,15 @@ class Hub:
                     self._fanout(item)
                     # the watermark moves with each entry, so a client subscribing during the
                     # yield starts exactly after what was already pushed
-                    self.delivered = item.pos
+                    self.delivered = max(self.delivered, item.pos)
         self.delivered = limit
 
     def _fanout(self, item: Entry) -> None:
+        wanted = (
+            self._all or item.name in self._by_name or (item.name == feeds.EVENT and self._events)
+        )
+        if not wanted:
+            return
         named, unnamed = feeds.frames(item, self.cursor_text(item.pos))
         slow: list[Subscriber] = []
         entry = (item.pos, named)

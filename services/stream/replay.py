@@ -102,9 +102,7 @@ async def pages(
         after = cursor.advance(after, bound)
 
 
-async def snapshot(
-    redis: Redis, partitions: int, count: int
-) -> tuple[list[bytes], list[StreamId]]:
+async def snapshot(redis: Redis, partitions: int, count: int) -> tuple[list[bytes], list[StreamId]]:
     """The `count` newest history events (oldest first, as stored) and, per partition feed, the
     last id they cover."""
     count = max(0, min(count, SNAPSHOT_MAX))

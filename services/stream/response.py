@@ -25,6 +25,7 @@ from services.stream.hub import Hub, Subscriber
 from services.stream.metrics import StreamMetrics
 from shared import cursor
 from shared.cursor import StreamId
+from shared.redis import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +92,11 @@ class SseResponse(Response):
                 for task in (writer, listener):
                     task.cancel()
                 await asyncio.gather(writer, listener, return_exceptions=True)
-            if writer.done() and not writer.cancelled() and writer.exception() is not None:
-                exc = writer.exception()
-                if not isinstance(exc, _Gone | OSError):
-                    log.error("SSE writer failed", exc_info=exc)
+            exc = writer.exception() if writer.done() and not writer.cancelled() else None
+            if isinstance(exc, UNAVAILABLE):
+                log.warning("SSE stream ended: Redis unavailable (%s)", exc)
+            elif exc is not None and not isinstance(exc, _Gone):
+                log.error("SSE writer failed", exc_info=exc)
         finally:
             self.hub.unsubscribe(self.sub)
             open_gauge.dec()
@@ -105,7 +107,11 @@ class SseResponse(Response):
             if transport is not None:
                 transport.abort()
                 await asyncio.sleep(0)  # let the server see the connection lost before we return
-        elif reason == "shutdown":
+        elif listener.done() and not listener.cancelled():
+            pass  # the client left
+        else:
+            # shutting down, or Redis failed mid-replay: end the response properly; the client
+            # reconnects with its cursor
             with contextlib.suppress(Exception):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -160,13 +166,17 @@ class SseResponse(Response):
         await self._snapshot(send)
 
     async def _snapshot(self, send: Send) -> None:
-        events, covered = await replay.snapshot(self.hub.redis, self.hub.partitions, self.plan.snapshot)
+        events, covered = await replay.snapshot(
+            self.hub.redis, self.hub.partitions, self.plan.snapshot
+        )
         if events:
             await self._send(send, b"".join(sse.frame(raw) for raw in events))
             self._sent.inc(len(events))
         start = self.hub.delivered
         assert start is not None
-        after = covered + [cursor.covered(start, j) for j in range(len(covered), len(self.hub.streams))]
+        after = covered + [
+            cursor.covered(start, j) for j in range(len(covered), len(self.hub.streams))
+        ]
         await self._catch_up(send, after, check=False)
 
     async def _catch_up(self, send: Send, after: list[StreamId], *, check: bool) -> None:
@@ -183,11 +193,19 @@ class SseResponse(Response):
         await self._replay(send, after, upto, None)
         self.after = after
 
-    async def _replay(self, send: Send, after: list[StreamId], upto: cursor.Position, caps: list[int] | None) -> int:
+    async def _replay(
+        self, send: Send, after: list[StreamId], upto: cursor.Position, caps: list[int] | None
+    ) -> int:
         read = 0
-        async for entries, bound in replay.pages(self.hub.redis, self.hub.streams, after, upto, check=caps):
+        async for entries, bound in replay.pages(
+            self.hub.redis, self.hub.streams, after, upto, check=caps
+        ):
             read += len(entries)
-            chunk = [self._frame(e) for e in entries if feeds.wants(self.sub.feed, self.sub.names, e.name)]
+            chunk = [
+                self._frame(e)
+                for e in entries
+                if feeds.wants(self.sub.feed, self.sub.names, e.name)
+            ]
             if chunk:
                 await self._send(send, b"".join(chunk))
                 self._sent.inc(len(chunk))

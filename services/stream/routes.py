@@ -53,8 +53,9 @@ class Gateway:
             try:
                 await asyncio.wait_for(self.hub.started.wait(), START_WAIT_S)
             except TimeoutError:
-                raise Unavailable("live feed not connected to Redis yet",
-                                  retry_after=settings.retry_after_s) from None
+                raise Unavailable(
+                    "live feed not connected to Redis yet", retry_after=settings.retry_after_s
+                ) from None
         # The header wins: a browser reconnecting sends it with the original URL, whose
         # ?lastEventId= is older.
         last_id = request.headers.get("last-event-id") or last_id_query
@@ -64,8 +65,9 @@ class Gateway:
         if refused is not None:
             self.metrics.refused.labels(refused).inc()
             what = "this process" if refused == "process" else "your address"
-            raise TooManyRequests(f"too many live streams for {what}",
-                                  retry_after=settings.retry_after_s)
+            raise TooManyRequests(
+                f"too many live streams for {what}", retry_after=settings.retry_after_s
+            )
         sub = Subscriber(feed, names, ip, settings.sse_queue_frames)
         return SseResponse(
             self.hub, self.metrics, sub, plan,
@@ -85,10 +87,14 @@ def create_router(gateway: Gateway) -> APIRouter:
     )
     async def events(
         request: Request,
-        snapshot: int = Query(0, ge=0, description=f"first send the N newest history events (max {SNAPSHOT_MAX})"),
+        snapshot: int = Query(
+            0, ge=0, description=f"first send the N newest history events (max {SNAPSHOT_MAX})"
+        ),
         last_event_id: str | None = Query(None, alias="lastEventId", max_length=200),
     ) -> Response:
-        return await gateway.open(request, Feed.EVENTS, None, min(snapshot, SNAPSHOT_MAX), last_event_id)
+        return await gateway.open(
+            request, Feed.EVENTS, None, min(snapshot, SNAPSHOT_MAX), last_event_id
+        )
 
     @router.get(
         "/api/stream",
@@ -97,7 +103,9 @@ def create_router(gateway: Gateway) -> APIRouter:
     )
     async def stream(
         request: Request,
-        events: str | None = Query(None, description="comma-separated event names to receive", max_length=2000),
+        events: str | None = Query(
+            None, description="comma-separated event names to receive", max_length=2000
+        ),
         last_event_id: str | None = Query(None, alias="lastEventId", max_length=200),
     ) -> Response:
         try:

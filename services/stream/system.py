@@ -25,7 +25,12 @@ def create_router(ctx: Context) -> APIRouter:
         require_read(request, settings)
         latest = await system.latest(ctx.redis)
         if latest is None:
-            return {"sample": None, "uptime": None, "cpu_cores": psutil.cpu_count(), "version": VERSION}
+            return {
+                "sample": None,
+                "uptime": None,
+                "cpu_cores": psutil.cpu_count(),
+                "version": VERSION,
+            }
         return {
             "sample": latest.get("sample"),
             "uptime": latest.get("uptime"),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+from playwright.sync_api import expect
 
 from shared.samples import WATCHER_PATH
 from tests.conftest import require_binary
@@ -29,6 +30,7 @@ CHROMIUM_ARGS = [
 ]
 START_TIMEOUT_S = 60
 WAIT_TIMEOUT_S = 30
+expect.set_options(timeout=20_000)  # Playwright's auto-retrying assertions; a loaded CI is slow
 
 
 def stack_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -126,6 +128,13 @@ def launch_chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+def open_live(page: Any, url: str, snapshots: int = 1) -> None:
+    """Open the dashboard and wait until it is live and has read its snapshots."""
+    page.goto(url)
+    expect(page.locator("html")).to_have_attribute("data-live-state", "live")
+    expect(page.locator("html")).to_have_attribute("data-snapshots", str(snapshots))
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = WAIT_TIMEOUT_S) -> None:

@@ -8,11 +8,13 @@ import signal
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from services import cli
 from services.topology import Topology
 from shared.samples import all_samples
 from tests.e2e.topology_support import (
@@ -75,8 +77,8 @@ async def test_routes_reach_the_service_that_owns_them(stack: Topology) -> None:
     async with httpx.AsyncClient(base_url=stack.url, timeout=WAIT_S) as client:
         apps = await client.get("/api/apps")  # ingest
         assert apps.status_code == 200 and "items" in apps.json()
-        reload = await client.post("/api/reload")  # metrics sampler
-        assert reload.status_code not in (404, 405) and reload.status_code < 500, reload.text
+        reload = await client.post("/api/reload")  # only the metrics sampler serves it
+        assert reload.status_code == 200 and reload.json()["reloaded"] is True, reload.text
         read_all = await client.post("/api/notifications/read")  # stream gateway
         assert read_all.status_code == 204
         unread = await client.get("/api/notifications/unread-count")
@@ -173,3 +175,10 @@ async def _history_ids(client: httpx.AsyncClient, **filters: str) -> set[str]:
         if not page.get("next_cursor"):
             return ids
         params["before"] = page["next_cursor"]
+
+
+def test_cli_refuses_a_topology_without_some_service(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["topology", "--ingest", "0", "--run-dir", str(tmp_path)]) == 1
+    assert "at least one replica" in capsys.readouterr().err

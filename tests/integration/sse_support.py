@@ -32,7 +32,9 @@ def make_app(settings: Settings, *names: str) -> FastAPI:
 
 
 @contextlib.asynccontextmanager
-async def serve(settings: Settings, *names: str, port: int | None = None) -> AsyncIterator[tuple[str, FastAPI]]:
+async def serve(
+    settings: Settings, *names: str, port: int | None = None
+) -> AsyncIterator[tuple[str, FastAPI]]:
     app = make_app(settings, *(names or ("stream",)))
     async with live_server(app, port) as base:
         yield base, app

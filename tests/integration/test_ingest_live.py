@@ -91,8 +91,10 @@ async def test_send_then_tail(
 async def test_tail_merges_partitions_and_follows(
     make_settings: Callable[..., Settings], redis: Redis
 ) -> None:
-    for i in range(4):
-        await redis.xadd(events_stream(i % 2), {EVENT_FIELD: orjson.dumps({"n": i})})
+    for i in range(4):  # explicit ids: arrival order across the two partitions is 0, 1, 2, 3
+        await redis.xadd(
+            events_stream(i % 2), {EVENT_FIELD: orjson.dumps({"n": i})}, id=f"{1000 + i}-0"
+        )
     printed = io.StringIO()
     await tail(redis, 2, 3, False, out=printed)
     assert [orjson.loads(x)["n"] for x in printed.getvalue().splitlines()] == [1, 2, 3]

@@ -23,27 +23,29 @@ async def test_the_sampler_publishes_sane_system_events(
     make_settings: Callable[..., Settings],
 ) -> None:
     settings = make_settings(sample_interval_s=0.05)
-    async with serve(settings, "stream", "metrics") as (base, _):
-        async with httpx.AsyncClient(base_url=base) as client:
-            async with feed(client, "/api/stream?events=system") as stream:
-                event = await stream.next()
-            assert event.event == "system" and event.id
-            body = orjson.loads(event.data)
-            assert set(body) == {"sample", "uptime"}
-            sample = body["sample"]
-            assert set(sample) == {"ts", "cpu", "mem", "mem_used", "mem_total"}
-            assert abs(sample["ts"] / 1000 - time.time()) < 60
-            assert 0 <= sample["cpu"] <= 100
-            assert 0 < sample["mem"] <= 100
-            assert 0 < sample["mem_used"] <= sample["mem_total"]
-            assert body["uptime"] >= 0
-            current = (await client.get("/api/system")).json()
-            assert set(current) == {"sample", "uptime", "cpu_cores", "version"}
-            assert current["cpu_cores"] >= 1 and current["version"]
-            assert set(current["sample"]) == set(sample)
-            metrics = (await client.get("/metrics")).text
-            assert "llmwatch_system_cpu_percent" in metrics
-            assert "llmwatch_system_memory_percent" in metrics
+    async with (
+        serve(settings, "stream", "metrics") as (base, _),
+        httpx.AsyncClient(base_url=base) as client,
+    ):
+        async with feed(client, "/api/stream?events=system") as stream:
+            event = await stream.next()
+        assert event.event == "system" and event.id
+        body = orjson.loads(event.data)
+        assert set(body) == {"sample", "uptime"}
+        sample = body["sample"]
+        assert set(sample) == {"ts", "cpu", "mem", "mem_used", "mem_total"}
+        assert abs(sample["ts"] / 1000 - time.time()) < 60
+        assert 0 <= sample["cpu"] <= 100
+        assert 0 < sample["mem"] <= 100
+        assert 0 < sample["mem_used"] <= sample["mem_total"]
+        assert body["uptime"] >= 0
+        current = (await client.get("/api/system")).json()
+        assert set(current) == {"sample", "uptime", "cpu_cores", "version"}
+        assert current["cpu_cores"] >= 1 and current["version"]
+        assert set(current["sample"]) == set(sample)
+        metrics = (await client.get("/metrics")).text
+        assert "llmwatch_system_cpu_percent" in metrics
+        assert "llmwatch_system_memory_percent" in metrics
 
 
 async def test_history_holds_the_last_32_oldest_first(settings: Settings, redis: Redis) -> None:
@@ -77,36 +79,38 @@ async def test_config_stale_flips_and_reload_applies(
     monkeypatch.setenv("LLMWATCH_SAMPLE_INTERVAL_S", "0.05")  # env, so a reload keeps it
     settings = make_settings()
     assert settings.sse_ping_s == 30
-    async with serve(settings, "stream", "metrics") as (base, app):
-        async with httpx.AsyncClient(base_url=base) as client:
-            assert (await client.get("/api/info")).json()["config_stale"] is False
-            async with feed(client, "/api/stream?events=config.stale") as stream:
-                await stream.next(pings=True)
-                config.write_text("sse_ping_s = 7\npartitions = 4\n")
-                flipped = await stream.next()
-                assert orjson.loads(flipped.data) == {"stale": True}
-                assert (await client.get("/api/info")).json()["config_stale"] is True
+    async with (
+        serve(settings, "stream", "metrics") as (base, _app),
+        httpx.AsyncClient(base_url=base) as client,
+    ):
+        assert (await client.get("/api/info")).json()["config_stale"] is False
+        async with feed(client, "/api/stream?events=config.stale") as stream:
+            await stream.next(pings=True)
+            config.write_text("sse_ping_s = 7\npartitions = 4\n")
+            flipped = await stream.next()
+            assert orjson.loads(flipped.data) == {"stale": True}
+            assert (await client.get("/api/info")).json()["config_stale"] is True
 
-                broken = config.read_text()
-                config.write_text("sse_ping_s = \n")
-                bad = await client.post("/api/reload")
-                assert bad.status_code == 422
-                assert bad.headers["content-type"] == "application/problem+json"
-                config.write_text("sse_ping_s = -1\n")
-                invalid = await client.post("/api/reload")
-                assert invalid.status_code == 422
-                assert invalid.json()["errors"][0]["location"] == "config.sse_ping_s"
-                assert (await client.get("/api/info")).json()["config_stale"] is True
-                config.write_text(broken)
+            broken = config.read_text()
+            config.write_text("sse_ping_s = \n")
+            bad = await client.post("/api/reload")
+            assert bad.status_code == 422
+            assert bad.headers["content-type"] == "application/problem+json"
+            config.write_text("sse_ping_s = -1\n")
+            invalid = await client.post("/api/reload")
+            assert invalid.status_code == 422
+            assert invalid.json()["errors"][0]["location"] == "config.sse_ping_s"
+            assert (await client.get("/api/info")).json()["config_stale"] is True
+            config.write_text(broken)
 
-                done = await client.post("/api/reload")
-                assert done.status_code == 200
-                assert done.json()["applied"] == {"sse_ping_s": 7}
-                assert done.json()["restart_required"] == ["partitions"]
-                cleared = await stream.next()
-                assert orjson.loads(cleared.data) == {"stale": False}
-            assert settings.sse_ping_s == 7  # the process's settings, shared by every service
-            assert (await client.get("/api/info")).json()["config_stale"] is False
+            done = await client.post("/api/reload")
+            assert done.status_code == 200
+            assert done.json()["applied"] == {"sse_ping_s": 7}
+            assert done.json()["restart_required"] == ["partitions"]
+            cleared = await stream.next()
+            assert orjson.loads(cleared.data) == {"stale": False}
+        assert settings.sse_ping_s == 7  # the process's settings, shared by every service
+        assert (await client.get("/api/info")).json()["config_stale"] is False
 
 
 async def test_reload_needs_the_admin_token_when_set(
@@ -126,9 +130,17 @@ async def test_read_routes_need_the_read_token_when_set(
 ) -> None:
     settings = make_settings(read_token="r3ad")
     async with serve(settings) as (base, _), httpx.AsyncClient(base_url=base) as client:
-        for path in ("/api/system", "/api/system/history", "/api/info", "/api/stream", "/api/events"):
+        for path in (
+            "/api/system",
+            "/api/system/history",
+            "/api/info",
+            "/api/stream",
+            "/api/events",
+        ):
             assert (await client.get(path)).status_code == 401, path
-        assert (await client.get("/api/info", headers={"Authorization": "Bearer r3ad"})).status_code == 200
+        assert (
+            await client.get("/api/info", headers={"Authorization": "Bearer r3ad"})
+        ).status_code == 200
         async with feed(client, "/api/stream?token=r3ad") as stream:  # EventSource: query token
             assert (await stream.next(pings=True)).event == "ping"
 
@@ -136,7 +148,9 @@ async def test_read_routes_need_the_read_token_when_set(
 async def test_sustained_pressure_raises_one_coalesced_notification(
     make_settings: Callable[..., Settings], redis: Redis
 ) -> None:
-    settings = make_settings(sample_interval_s=0.02, pressure_mem_pct=0.01, pressure_for_s=0.1)
+    settings = make_settings(
+        sample_interval_s=0.02, pressure_mem_pct=0.01, pressure_cpu_pct=100, pressure_for_s=0.1
+    )
     async with serve(settings, "metrics") as (_, app):
         sampler = app.state.services["metrics"].state["sampler"]
         await until(lambda: sampler.states["memory"].raised)
@@ -146,11 +160,17 @@ async def test_sustained_pressure_raises_one_coalesced_notification(
     created = [orjson.loads(f[b"d"]) for _, f in feed_entries if f[b"t"] == b"notification.created"]
     assert len(created) == 1  # one episode, one raise
     note = created[0]["notification"]
-    assert (note["kind"], note["task_name"], note["severity"]) == ("resource.pressure", "memory", "warning")
+    assert (note["kind"], note["task_name"], note["severity"]) == (
+        "resource.pressure",
+        "memory",
+        "warning",
+    )
     assert await redis.hlen(keys.NOTIFY_ROWS) == 1
 
 
-def test_load_settings_reads_the_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_load_settings_reads_the_config_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     config = tmp_path / "llmwatch.toml"
     config.write_text("sse_ping_s = 3\n")
     monkeypatch.setenv("LLMWATCH_CONFIG", str(config))

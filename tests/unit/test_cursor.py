@@ -26,7 +26,9 @@ def cursors(draw: st.DrawFn) -> Cursor:
 
 @st.composite
 def layout_positions(draw: st.DrawFn, streams: int = 4) -> Position:
-    return Position(draw(st.integers(1, 6)), draw(st.integers(0, 3)), draw(st.integers(0, streams - 1)))
+    return Position(
+        draw(st.integers(1, 6)), draw(st.integers(0, 3)), draw(st.integers(0, streams - 1))
+    )
 
 
 @given(cursors())

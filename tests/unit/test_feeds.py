@@ -18,7 +18,9 @@ def test_parse_filter() -> None:
     )
 
 
-@pytest.mark.parametrize("bad", ["run failed", "Run.Failed", "a\nb", "x" * 65, ",".join(["a"] * 33), ".x"])
+@pytest.mark.parametrize(
+    "bad", ["run failed", "Run.Failed", "a\nb", "x" * 65, ",".join(["a"] * 33), ".x"]
+)
 def test_parse_filter_rejects(bad: str) -> None:
     with pytest.raises(ValueError):
         feeds.parse_filter(bad)
@@ -47,7 +49,8 @@ def test_entry_and_frames() -> None:
 
 
 @pytest.mark.parametrize(
-    "fields", [{b"d": b"{}"}, {b"t": b"event"}, {b"t": b"bad\nname", b"d": b"{}"}, {b"t": b"", b"d": b"{}"}]
+    "fields",
+    [{b"d": b"{}"}, {b"t": b"event"}, {b"t": b"bad\nname", b"d": b"{}"}, {b"t": b"", b"d": b"{}"}],
 )
 def test_unusable_entries_are_skipped(fields: dict[bytes, bytes]) -> None:
     assert feeds.entry(0, b"1-0", fields) is None

@@ -53,14 +53,18 @@ async def drain(h: Hub, backlog: dict[int, list[tuple[int, int]]], count: int, n
 
 backlogs = st.dictionaries(
     st.integers(0, 3),
-    st.lists(st.tuples(st.integers(1, 4), st.integers(0, 3)), min_size=1, max_size=12, unique=True).map(sorted),
+    st.lists(
+        st.tuples(st.integers(1, 4), st.integers(0, 3)), min_size=1, max_size=12, unique=True
+    ).map(sorted),
     min_size=1,
 )
 
 
 @settings(max_examples=200, deadline=None)
 @given(backlogs, st.integers(1, 4))
-def test_every_entry_once_in_canonical_order(backlog: dict[int, list[tuple[int, int]]], count: int) -> None:
+def test_every_entry_once_in_canonical_order(
+    backlog: dict[int, list[tuple[int, int]]], count: int
+) -> None:
     async def go() -> None:
         h = make_hub()
         sub = Subscriber(Feed.STREAM, None, "ip", 10_000)

@@ -21,7 +21,7 @@ def _parse(raw: bytes) -> list[dict[str, str]]:
         if line.startswith(":"):
             continue
         name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
+        value = value.removeprefix(" ")
         if name == "data":
             data.append(value)
         else:
@@ -31,7 +31,7 @@ def _parse(raw: bytes) -> list[dict[str, str]]:
 
 def test_named_frame_with_id() -> None:
     assert sse.frame(b'{"a":1}', event="run.failed", id="1abc.1.2.3.0") == (
-        b"id: 1abc.1.2.3.0\nevent: run.failed\ndata: {\"a\":1}\n\n"
+        b'id: 1abc.1.2.3.0\nevent: run.failed\ndata: {"a":1}\n\n'
     )
 
 
@@ -39,7 +39,10 @@ def test_unnamed_frame() -> None:
     assert sse.frame(b"{}") == b"data: {}\n\n"
 
 
-@given(st.binary(max_size=200).filter(lambda b: b"\0" not in b), st.sampled_from([None, "event", "x.y"]))
+@given(
+    st.binary(max_size=200).filter(lambda b: b"\0" not in b),
+    st.sampled_from([None, "event", "x.y"]),
+)
 def test_data_survives_any_newlines(payload: bytes, event: str | None) -> None:
     try:
         text = payload.decode()

@@ -65,7 +65,8 @@ async function loadSnapshots() {
   root.dataset.snapshots = String(Number(root.dataset.snapshots || 0) + 1);
 }
 
-function onFrame(type, data) {
+function onFrame(type, data, id) {
+  if (id) root.dataset.lastEventId = id;
   switch (type) {
     case 'event':
       events.add(data);

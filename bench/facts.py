@@ -1,0 +1,136 @@
+"""One line or a small table of measured facts per figure, for BENCHMARKS.md: the numbers
+behind each verdict that say what bounds it (CPU shares, stage latencies, steps). Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def _cpu(shares: dict[str, float] | None) -> str:
+    if not shares:
+        return "n/a"
+    return ", ".join(f"{name} {value:.2f}" for name, value in shares.items())
+
+
+def _ingest(f: dict[str, Any]) -> list[str]:
+    rounds = f["details"].get("rounds") or []
+    out = []
+    for i, r in enumerate(rounds):
+        ours = r.get("ingest")
+        if not ours:
+            continue
+        lat = ours["latency_us"]
+        out.append(f"round {i + 1}: ingest {ours['rps']:,.0f} req/s, wrk latency p50 "
+                   f"{lat['p50'] / 1000:.1f} ms / p99 {lat['p99'] / 1000:.1f} ms, {r.get('stored'):,} "
+                   f"events stored; CPU (cores): {_cpu(r.get('cpu_share'))}; reference "
+                   f"{r['reference'].get('rps') or r['reference'].get('rate'):,.0f}/s"
+                   + (f" (CPU {_cpu(r['reference'].get('cpu_share'))})"
+                      if r["reference"].get("cpu_share") else ""))  # fmt: skip
+    return out
+
+
+def _aggregator(f: dict[str, Any]) -> list[str]:
+    d = f["details"]
+    ref, agg = d.get("reference", {}), d.get("aggregator", {})
+    out = [f"{d.get('events', 0):,} events: the drain took {ref.get('seconds')} s, the aggregator "
+           f"{agg.get('seconds')} s; CPU during the aggregator's drain (cores): "
+           f"{_cpu(agg.get('cpu_share'))}"]  # fmt: skip
+    if d.get("stats_total") is not None:
+        out.append(f"exactly-once check: `/api/stats` total {d['stats_total']:,} for "
+                   f"{d.get('events', 0):,} stored events")  # fmt: skip
+    return out
+
+
+def _latency(f: dict[str, Any]) -> list[str]:
+    d = f["details"]
+    out = []
+    for label, name in (("post_to_events_stream", "POST → XADD to the events stream (ingest)"),
+                        ("post_to_feed", "POST → XADD to the feed (ingest + aggregator)")):  # fmt: skip
+        s = d.get("stages", {}).get(label)
+        if s:
+            out.append(f"{name}: p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms "
+                       f"({s['count']:,} events; Redis ids have 1 ms resolution)")  # fmt: skip
+    lat = d.get("latency", {})
+    if lat:
+        out.append(f"POST → SSE frame received (whole path): p50 {lat.get('p50_ms')} ms, p90 "
+                   f"{lat.get('p90_ms')} ms, p99 {lat.get('p99_ms')} ms, p99.9 "
+                   f"{lat.get('p999_ms')} ms over {lat.get('count', 0):,} deliveries")  # fmt: skip
+    out.append(f"CPU during the run (cores): {_cpu(d.get('cpu_share'))}; sends that waited for a "
+               f"free connection: {d.get('sender', {}).get('late', 0)}")  # fmt: skip
+    return out
+
+
+def _fanout(f: dict[str, Any]) -> list[str]:
+    d = f["details"]
+    rows = [f"{d.get('clients', 0):,} clients held (connected in {d.get('connect_s')} s by "
+            f"{d.get('receiver_processes')} receiver processes; refused {d.get('refused') or 0}):",
+            "", "| offered deliveries/s | events/s | delivered/s | delivered | clients dropped "
+            "| CPU (cores) |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for s in d.get("steps", []):
+        rows.append(f"| {s['offered_deliveries_per_s']:,} | {s['events_per_s']:,.0f} | "
+                    f"{s['deliveries_per_s']:,.0f} | {s['complete']:.1%} | {s['dropped']} | "
+                    f"{_cpu(s.get('cpu_share'))} |")  # fmt: skip
+    return rows
+
+
+def _memory(f: dict[str, Any]) -> list[str]:
+    d = f["details"]
+    ref = d.get("reference", {})
+    return [f"gateway RSS {d.get('rss_before', 0) / 2**20:.1f} MB → {d.get('rss_after', 0) / 2**20:.1f}"
+            f" MB with {d.get('clients', 0):,} idle clients; the bare ASGI SSE app under the same "
+            f"uvicorn: {ref.get('per_client_kb')} KB per client"]  # fmt: skip
+
+
+def _ingest_rss(f: dict[str, Any]) -> list[str]:
+    peaks = f["details"].get("peak_rss_bytes_per_run") or []
+    return [f"peak RSS per load run: {', '.join(f'{p / 2**20:.0f} MB' for p in peaks)}"]
+
+
+def _growth(f: dict[str, Any]) -> list[str]:
+    d = f["details"]
+    out = [f"{label}: {d[label]['events']:,} events loaded and drained in "
+           f"{d[label]['load_and_drain_s']} s (aggregator {d[label]['aggregator_rate']:,.0f} "
+           f"events/s), Redis used memory {d[label]['redis_used_memory'] / 2**20:.0f} MB"
+           for label in ("small", "large") if label in d]  # fmt: skip
+    for i, r in enumerate(d.get("rounds", [])):
+        out.append(f"round {i + 1}: p50/p99 small {r['small']['latency_us']['p50'] / 1000:.2f}/"
+                   f"{r['small']['latency_us']['p99'] / 1000:.2f} ms, large "
+                   f"{r['large']['latency_us']['p50'] / 1000:.2f}/"
+                   f"{r['large']['latency_us']['p99'] / 1000:.2f} ms "
+                   f"({r['large']['rps']:,.0f} req/s)")  # fmt: skip
+    return out
+
+
+def _horizontal(f: dict[str, Any]) -> list[str]:
+    return [f"round {i + 1}: 1 replica {r['one']['events_per_s']:,.0f} events/s, 2 replicas "
+            f"{r['two']['events_per_s']:,.0f} events/s"
+            for i, r in enumerate(f["details"].get("rounds", []))]  # fmt: skip
+
+
+FACTS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "ingest_single": _ingest,
+    "ingest_batch": _ingest,
+    "aggregator": _aggregator,
+    "sse_latency": _latency,
+    "sse_fanout": _fanout,
+    "gateway_rss_per_client": _memory,
+    "ingest_rss": _ingest_rss,
+    "growth_stats": _growth,
+    "growth_history": _growth,
+    "horizontal": _horizontal,
+}
+
+
+def facts(f: dict[str, Any]) -> list[str]:
+    """Markdown lines; empty when the figure was not measured or its details are incomplete."""
+    fn = FACTS.get(f.get("name", ""))
+    if fn is None or f.get("value") is None:
+        return []
+    try:
+        lines = fn(f)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return []
+    if lines and lines[0].startswith("|") or any(line.startswith("|") for line in lines):
+        return lines
+    return [f"- {line}" for line in lines]

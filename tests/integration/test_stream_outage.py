@@ -1,0 +1,62 @@
+"""The gateway when Redis goes away: 503s for new requests, open streams survive a restart."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from shared import keys
+from shared.redis import connect
+from shared.redis_server import EmbeddedRedis, free_port
+from shared.settings import Settings
+from tests.integration.sse_support import add, feed, hub_of, serve, until
+
+pytestmark = pytest.mark.integration
+
+
+async def test_no_redis_answers_503_problem_json(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("services.stream.routes.START_WAIT_S", 0.2)
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    async with serve(settings) as (base, _), httpx.AsyncClient(base_url=base) as client:
+        for path in ("/api/stream", "/api/events", "/api/system", "/api/info"):
+            response = await client.get(path)
+            assert response.status_code == 503, path
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.headers["retry-after"]
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["stream"] == "redis unreachable"
+
+
+async def test_open_streams_survive_a_redis_restart(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    server = EmbeddedRedis(tmp_path / "redis")
+    await asyncio.to_thread(server.start)
+    try:
+        settings = make_settings(redis_url=server.url)
+        writer = connect(settings)
+        async with (
+            serve(settings) as (base, app),
+            httpx.AsyncClient(base_url=base) as client,
+            feed(client, "/api/stream") as stream,
+        ):
+            await stream.next(pings=True)
+            await add(writer, keys.feed_stream(0), "run.created", {"n": 1})
+            assert orjson.loads((await stream.next()).data) == {"n": 1}
+            metrics = app.state.services["stream"].state["metrics"]
+            await asyncio.to_thread(server.stop)
+            await until(lambda: metrics.reader_errors._value.get() >= 1)
+            await asyncio.to_thread(server.start)  # same port, same AOF
+            await add(writer, keys.feed_stream(0), "run.created", {"n": 2})
+            assert orjson.loads((await stream.next(timeout=15)).data) == {"n": 2}
+            assert hub_of(app).subscribers == 1
+        await writer.aclose()
+    finally:
+        await asyncio.to_thread(server.stop)
