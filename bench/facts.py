@@ -33,9 +33,9 @@ def _ingest(f: dict[str, Any]) -> list[str]:
 def _aggregator(f: dict[str, Any]) -> list[str]:
     d = f["details"]
     ref, agg = d.get("reference", {}), d.get("aggregator", {})
-    out = [f"{d.get('events', 0):,} events: the drain took {ref.get('seconds')} s, the aggregator "
+    out = [(f"{d.get('events', 0):,} events: the drain took {ref.get('seconds')} s, the aggregator "
            f"{agg.get('seconds')} s; CPU during the aggregator's drain (cores): "
-           f"{_cpu(agg.get('cpu_share'))}"]  # fmt: skip
+           f"{_cpu(agg.get('cpu_share'))}")]  # fmt: skip
     if d.get("stats_total") is not None:
         out.append(f"exactly-once check: `/api/stats` total {d['stats_total']:,} for "
                    f"{d.get('events', 0):,} stored events")  # fmt: skip
@@ -63,10 +63,10 @@ def _latency(f: dict[str, Any]) -> list[str]:
 
 def _fanout(f: dict[str, Any]) -> list[str]:
     d = f["details"]
-    rows = [f"{d.get('clients', 0):,} clients held (connected in {d.get('connect_s')} s by "
-            f"{d.get('receiver_processes')} receiver processes; refused {d.get('refused') or 0}):",
-            "", "| offered deliveries/s | events/s | delivered/s | delivered | clients dropped "
-            "| CPU (cores) |", "|---|---|---|---|---|---|"]  # fmt: skip
+    rows = [(f"{d.get('clients', 0):,} clients held (connected in {d.get('connect_s')} s by "
+            f"{d.get('receiver_processes')} receiver processes; refused {d.get('refused') or 0}):"),
+            "", ("| offered deliveries/s | events/s | delivered/s | delivered | clients dropped "
+            "| CPU (cores) |"), "|---|---|---|---|---|---|"]  # fmt: skip
     for s in d.get("steps", []):
         rows.append(f"| {s['offered_deliveries_per_s']:,} | {s['events_per_s']:,.0f} | "
                     f"{s['deliveries_per_s']:,.0f} | {s['complete']:.1%} | {s['dropped']} | "
@@ -77,9 +77,9 @@ def _fanout(f: dict[str, Any]) -> list[str]:
 def _memory(f: dict[str, Any]) -> list[str]:
     d = f["details"]
     ref = d.get("reference", {})
-    return [f"gateway RSS {d.get('rss_before', 0) / 2**20:.1f} MB → {d.get('rss_after', 0) / 2**20:.1f}"
+    return [(f"gateway RSS {d.get('rss_before', 0) / 2**20:.1f} MB → {d.get('rss_after', 0) / 2**20:.1f}"
             f" MB with {d.get('clients', 0):,} idle clients; the bare ASGI SSE app under the same "
-            f"uvicorn: {ref.get('per_client_kb')} KB per client"]  # fmt: skip
+            f"uvicorn: {ref.get('per_client_kb')} KB per client")]  # fmt: skip
 
 
 def _ingest_rss(f: dict[str, Any]) -> list[str]:

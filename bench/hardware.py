@@ -28,7 +28,7 @@ def _version(argv: list[str]) -> str | None:
     if not shutil.which(argv[0]) and not os.access(argv[0], os.X_OK):
         return None
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None
     text = (out.stdout or out.stderr).strip().splitlines()

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import psutil
 
@@ -251,7 +252,7 @@ class RssSampler:
         except psutil.Error:
             return
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -276,7 +277,7 @@ class CpuMeter:
         self.pids = dict(pids)
         self.shares: dict[str, float] = {}
 
-    def __enter__(self) -> CpuMeter:
+    def __enter__(self) -> Self:
         self._t0 = time.perf_counter()
         self._before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
         return self

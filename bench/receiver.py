@@ -106,10 +106,15 @@ async def connect_all(port: int, path: str, clients: int, totals: Totals, parall
                     lambda: SseClient(request, totals, opened), "127.0.0.1", port
                 )
                 await asyncio.wait_for(opened, 30)
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 totals.errors += 1
 
     await asyncio.gather(*(one() for _ in range(clients)))
+
+
+def _save(values: array.array[int], path: str) -> None:
+    with open(path, "wb") as f:  # once, at the end: nothing else is running by then
+        values.tofile(f)
 
 
 def emit(payload: dict) -> None:
@@ -132,8 +137,7 @@ async def serve(args: argparse.Namespace) -> None:
             emit(snap)
         elif line in ("stop", ""):
             if totals.latencies is not None and args.out:
-                with open(args.out, "wb") as f:
-                    totals.latencies.tofile(f)
+                _save(totals.latencies, args.out)
             emit({**snap, "connected": totals.connected, "refused": totals.refused,
                   "errors": totals.errors, "final": True})  # fmt: skip
             return

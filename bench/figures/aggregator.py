@@ -22,7 +22,14 @@ from bench.bodies import BENCH_APP
 from bench.figures.common import events_stream, failed, figure, redis_client
 from bench.plan import Plan
 from bench.procs import (
-    ROOT, CpuMeter, Proc, ServiceUnavailable, cpu_seconds, procs, request, wait_http,
+    ROOT,
+    CpuMeter,
+    Proc,
+    ServiceUnavailable,
+    cpu_seconds,
+    procs,
+    request,
+    wait_http,
 )  # fmt: skip
 from shared import keys
 
@@ -70,7 +77,7 @@ def run(plan: Plan) -> list[dict[str, Any]]:
 
 def _drain_reference(url: str, plan: Plan) -> dict[str, Any]:
     argv = [sys.executable, "-m", "bench.refclient", "drain", url, events_stream(), REF_GROUP]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    out = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=600, cwd=ROOT)
     if out.returncode:
         raise RuntimeError(f"reference drain failed: {out.stderr[-500:]}")
     return json.loads(out.stdout)
@@ -81,7 +88,7 @@ def start_aggregator(ps: Any, url: str, r: Any) -> Proc:
     # create its group at; BUSYGROUP is what a correct aggregator expects on restart anyway.
     try:
         r.xgroup_create(events_stream(), keys.AGGREGATOR_GROUP, id="0", mkstream=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if "BUSYGROUP" not in str(exc):
             raise
     return ps.service("aggregator", url, wait=False)

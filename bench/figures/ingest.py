@@ -21,12 +21,26 @@ import orjson
 
 from bench import bodies, profile, stats, wrk
 from bench.figures.common import (
-    events_stream, expect_ok, failed, figure, fill_ids, medians, redis_client, require_clean,
+    events_stream,
+    expect_ok,
+    failed,
+    figure,
+    fill_ids,
+    medians,
+    redis_client,
+    require_clean,
     write_body,
 )  # fmt: skip
 from bench.plan import Plan
 from bench.procs import (
-    ROOT, CpuMeter, Proc, Procs, RssSampler, ServiceUnavailable, procs, ready,
+    ROOT,
+    CpuMeter,
+    Proc,
+    Procs,
+    RssSampler,
+    ServiceUnavailable,
+    procs,
+    ready,
 )  # fmt: skip
 from shared import keys
 
@@ -108,9 +122,9 @@ def _single(plan: Plan, ps: Procs, ref: Proc, ingest: Proc | None, r: Any,
     if ours and fastapi_rps:
         fw = medians(fastapi_rps)
         details["notes"] = [
-            f"Diagnostic, same run: a FastAPI app with one POST route answering {{\"ok\":true}} "
+            (f"Diagnostic, same run: a FastAPI app with one POST route answering {{\"ok\":true}} "
             f"does {fw:,.0f} req/s ({stats.ratio(fw, medians(refs))} of the bare app); ingest "
-            f"does {stats.ratio(medians(ours), fw)} of that."
+            f"does {stats.ratio(medians(ours), fw)} of that.")
         ]
     if ingest and plan.profile:
         details["profile"] = _profile(plan, ps, ingest, body)
@@ -186,7 +200,7 @@ def _xadd(plan: Plan, conn: dict[str, Any], events_file: Any) -> dict[str, Any]:
     argv = [sys.executable, "-m", "bench.refclient", "xadd", url, events_stream(),
             str(events_file), "--duration", str(plan.duration_s),
             "--concurrency", str(XADD_CONCURRENCY)]  # fmt: skip
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=plan.duration_s + 60,
+    out = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=plan.duration_s + 60,
                          cwd=ROOT)
     if out.returncode:
         raise RuntimeError(f"reference XADD client failed: {out.stderr[-500:]}")

@@ -20,11 +20,10 @@ from typing import Any
 import uvloop
 
 from bench import pacer, stats
-from bench.bodies import BENCH_APP
-from bench.bodies import single_template
+from bench.bodies import BENCH_APP, single_template
 from bench.figures.common import expect_ok, failed, figure, fill_ids, redis_client
 from bench.plan import Plan
-from bench.procs import Proc, Procs, cpu_seconds, procs, ready, request
+from bench.procs import Proc, Procs, cpu_seconds, procs, ready
 from bench.receivers import ReceiverGroup
 from shared import keys
 

@@ -172,10 +172,14 @@ def count_events(path: str, body: Any) -> int:
     return len(body["events"]) if "events" in body else 1
 
 
-def history_ids(base: str) -> list[str]:
+def history(base: str) -> list[dict[str, Any]]:
     res = httpx.get(f"{base}/api/history", params={"limit": 5000}, timeout=10)
     res.raise_for_status()
-    return [item["id"] for item in res.json()["items"]]
+    return list(res.json()["items"])
+
+
+def history_ids(base: str) -> list[str]:
+    return [item["id"] for item in history(base)]
 
 
 def rows_match_history(page: Any, base: str, at_least: int = 0) -> bool:

@@ -21,6 +21,7 @@ from shared.samples import all_samples
 from tests.e2e.dashboard_support import (
     Proc,
     count_events,
+    history,
     history_ids,
     launch_chromium,
     open_live,
@@ -67,6 +68,10 @@ def unread(page: Any) -> int:
     return int(page.locator("#bell").get_attribute("data-unread") or 0)
 
 
+def unread_on_server(base: str) -> int:
+    return int(httpx.get(f"{base}/api/notifications/unread-count", timeout=10).json()["count"])
+
+
 def test_seed_events_stats_runs_notifications_and_system_arrive_live(
     stack: Proc, page: Any, tmp_path: Path
 ) -> None:
@@ -98,12 +103,26 @@ def test_seed_events_stats_runs_notifications_and_system_arrive_live(
     page.locator("#bell").click()
     expect(page.locator('#notif-list li[data-kind="run.failed"]').first).to_be_visible()
 
-    # Mark one read: the count falls, on the page and on the server.
+    # Mark one read: the count falls, on the page and on the server; then unread, then all.
     count = unread(page)
     page.locator("#notif-list li.unread button.mark").first.click()
     expect(page.locator("#bell")).to_have_attribute("data-unread", str(count - 1))
-    assert httpx.get(f"{stack.url}/api/notifications/unread-count").json()["count"] == count - 1
+    assert unread_on_server(stack.url) == count - 1
+    page.locator("#notif-list li.read button.mark").first.click()
+    expect(page.locator("#bell")).to_have_attribute("data-unread", str(count))
+    page.locator("#notif-all-read").click()
+    expect(page.locator("#bell")).to_have_attribute("data-unread", "0")
+    expect(page.locator("#bell-count")).to_be_hidden()
+    assert unread_on_server(stack.url) == 0
     page.keyboard.press("Escape")
+
+    # Filters: only failed events, then everything again.
+    failed = [e["id"] for e in history(stack.url) if e["status"] == "failed"]
+    page.select_option("#filters select[name=status]", "failed")
+    expect(page.locator("#events-body tr")).to_have_count(len(failed))
+    assert page.eval_on_selector_all("#events-body tr", "rs => rs.map(r => r.dataset.id)") == failed
+    page.select_option("#filters select[name=status]", "")
+    expect(page.locator("#events-body tr")).to_have_count(expected)
 
     # A row opens the full event with its metadata.
     page.locator("#events-body tr", has_text="connection refused").first.click()
@@ -150,9 +169,10 @@ def test_markup_in_event_fields_renders_as_text(stack: Proc, page: Any) -> None:
     marker = uuid.uuid4().hex[:8]
     script = f"<script>window.__pwned='{marker}'</script>"
     img = "<img src=x onerror=\"window.__pwned='img'\">"
+    long_text = "word " * 400
     post(stack.url, "/api/open-wrapper", {
         "event_type": "error", "command": script, "status": "failed", "model": img,
-        "metadata": {"error": f"<b>bold</b>{script}", img: img},
+        "metadata": {"error": f"<b>bold</b>{script}", img: img, "prompt": long_text},
     })  # fmt: skip
 
     row = page.locator("#events-body tr", has_text=marker)
@@ -162,6 +182,11 @@ def test_markup_in_event_fields_renders_as_text(stack: Proc, page: Any) -> None:
     row.click()
     expect(page.locator("#detail-body")).to_contain_text(f"<b>bold</b>{script}")
     expect(page.locator("#detail-title")).to_contain_text(script)
+    # Long text is collapsed until asked for.
+    more = page.locator("#detail-body button.more", has_text=f"show all ({len(long_text)} chars)")
+    expect(page.locator("#detail-body")).not_to_contain_text(long_text.strip())
+    more.click()
+    expect(page.locator("#detail-body")).to_contain_text(long_text.strip())
     page.locator("#detail-close").click()
     page.locator("#bell").click()
     expect(page.locator("#notif-list li", has_text=marker).first).to_be_visible()
