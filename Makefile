@@ -23,11 +23,12 @@ up: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Quick (< 5 min on 2 cores) or FULL=1; rewrites BENCHMARKS.md and bench/results/latest.json.
 bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(FULL),--full,)
 
 lint: $(STAMP)
-	$(BIN)/python -m ruff check shared services tests
+	$(BIN)/python -m ruff check shared services tests bench
 
 clean:
 	rm -rf $(VENV) .llmwatch .pytest_cache

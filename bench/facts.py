@@ -36,6 +36,12 @@ def _aggregator(f: dict[str, Any]) -> list[str]:
     out = [(f"{d.get('events', 0):,} events: the drain took {ref.get('seconds')} s, the aggregator "
            f"{agg.get('seconds')} s; CPU during the aggregator's drain (cores): "
            f"{_cpu(agg.get('cpu_share'))}")]  # fmt: skip
+    commands = d.get("redis_commands") or {}
+    if commands:
+        top = sorted(commands.items(), key=lambda kv: -kv[1]["usec"])[:8]
+        out.append("Redis commands during the aggregator's drain, calls per 1,000 events "
+                   "(by server time): " + ", ".join(
+                       f"{name} {row['calls_per_1k_events']}" for name, row in top))  # fmt: skip
     if d.get("stats_total") is not None:
         out.append(f"exactly-once check: `/api/stats` total {d['stats_total']:,} for "
                    f"{d.get('events', 0):,} stored events")  # fmt: skip
@@ -63,14 +69,17 @@ def _latency(f: dict[str, Any]) -> list[str]:
 
 def _fanout(f: dict[str, Any]) -> list[str]:
     d = f["details"]
-    rows = [(f"{d.get('clients', 0):,} clients held (connected in {d.get('connect_s')} s by "
-            f"{d.get('receiver_processes')} receiver processes; refused {d.get('refused') or 0}):"),
-            "", ("| offered deliveries/s | events/s | delivered/s | delivered | clients dropped "
-            "| CPU (cores) |"), "|---|---|---|---|---|---|"]  # fmt: skip
+    head = (f"{d.get('clients', 0):,} clients held (connected in {d.get('connect_s')} s by "
+            f"{d.get('receiver_processes')} receiver processes; refused {d.get('refused') or 0}); "
+            "lag = last frame received after the last event was sent:")  # fmt: skip
+    rows = [head, "",
+            ("| offered deliveries/s | events/s | delivered/s | delivered | clients dropped | lag "
+            "| CPU (cores) |"),
+            "|---|---|---|---|---|---|---|"]  # fmt: skip
     for s in d.get("steps", []):
         rows.append(f"| {s['offered_deliveries_per_s']:,} | {s['events_per_s']:,.0f} | "
                     f"{s['deliveries_per_s']:,.0f} | {s['complete']:.1%} | {s['dropped']} | "
-                    f"{_cpu(s.get('cpu_share'))} |")  # fmt: skip
+                    f"{s.get('drain_s', '?')} s | {_cpu(s.get('cpu_share'))} |")  # fmt: skip
     return rows
 
 
@@ -122,10 +131,18 @@ FACTS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
 }
 
 
+# The detail each figure's facts are made of: without it (a failed run) there are none.
+NEEDS = {"ingest_single": "rounds", "ingest_batch": "rounds", "aggregator": "aggregator",
+         "sse_latency": "latency", "sse_fanout": "steps", "gateway_rss_per_client": "rss_after",
+         "ingest_rss": "peak_rss_bytes_per_run", "growth_stats": "rounds",
+         "growth_history": "rounds", "horizontal": "rounds"}  # fmt: skip
+
+
 def facts(f: dict[str, Any]) -> list[str]:
     """Markdown lines; empty when the figure was not measured or its details are incomplete."""
-    fn = FACTS.get(f.get("name", ""))
-    if fn is None or f.get("value") is None:
+    name = f.get("name", "")
+    fn = FACTS.get(name)
+    if fn is None or f.get("value") is None or not f.get("details", {}).get(NEEDS[name]):
         return []
     try:
         lines = fn(f)

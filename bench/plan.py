@@ -35,7 +35,7 @@ def make_plan(mode: str, workdir: Path, *, profile: bool = False) -> Plan:
         mode="quick", workdir=workdir, duration_s=5, rounds=1, wrk_connections=64,
         agg_events=60_000, latency_clients=100, latency_rate=1000, latency_receivers=2,
         fanout_clients=1000, fanout_receivers=2, fanout_offered=(50_000, 100_000, 200_000),
-        growth_small=10_000, growth_large=100_000, growth_requests_s=2, growth_rounds=3,
+        growth_small=10_000, growth_large=100_000, growth_requests_s=3, growth_rounds=3,
         profile=profile,
     )  # fmt: skip
     if mode == "quick":

@@ -28,6 +28,7 @@ STAMP = re.compile(rb'"bench_t":(\d+)')
 class Totals:
     def __init__(self, latency: bool) -> None:
         self.frames = 0
+        self.last = 0.0  # wall time of the last counted frame
         self.connected = 0
         self.refused: dict[str, int] = {}
         self.closed = 0
@@ -73,12 +74,16 @@ class SseClient(asyncio.Protocol):
         complete, self.buf = buf[:cut], buf[cut:]
         lat = self.totals.latencies
         if lat is None:
-            self.totals.frames += complete.count(MARKER)
+            found = complete.count(MARKER)
+            if found:
+                self.totals.frames += found
+                self.totals.last = time.time()
             return
         now = time.time_ns()
         for match in STAMP.finditer(complete):
             lat.append(now - int(match.group(1)))
             self.totals.frames += 1
+            self.totals.last = now / 1e9
 
     def _resolve(self, ok: bool) -> None:
         if not self.opened.done():
@@ -132,7 +137,8 @@ async def serve(args: argparse.Namespace) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while True:
         line = (await reader.readline()).decode().strip()
-        snap = {"frames": totals.frames, "closed": totals.closed, "t": time.time()}
+        snap = {"frames": totals.frames, "closed": totals.closed, "t": time.time(),
+                "last": totals.last}  # fmt: skip
         if line == "snap":
             emit(snap)
         elif line in ("stop", ""):

@@ -67,6 +67,7 @@ class ReceiverGroup:
             "frames": sum(r["frames"] for r in replies),
             "closed": sum(r["closed"] for r in replies),
             "t": max(r["t"] for r in replies),
+            "last": max(r.get("last", 0.0) for r in replies),
         }
 
     async def stop(self) -> dict[str, Any]:

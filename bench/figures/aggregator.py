@@ -19,7 +19,14 @@ from typing import Any
 
 from bench import loader, profile, stats
 from bench.bodies import BENCH_APP
-from bench.figures.common import events_stream, failed, figure, redis_client
+from bench.figures.common import (
+    command_stats,
+    events_stream,
+    failed,
+    figure,
+    redis_client,
+    reset_command_stats,
+)  # fmt: skip
 from bench.plan import Plan
 from bench.procs import (
     ROOT,
@@ -58,8 +65,10 @@ def run(plan: Plan) -> list[dict[str, Any]]:
                 reference = _drain_reference(server.url, plan)
             details["reference"] = reference | {"cpu_share": cpu.shares}
             agg = start_aggregator(ps, server.url, r)
+            reset_command_stats(r)
             drained = wait_drained(agg, r, ids, {"aggregator": agg.pid, "redis": redis_pid})
             details["aggregator"] = drained
+            details["redis_commands"] = command_stats(r, len(ids))
             details["stats_total"] = _stats_total(ps, server.url, len(ids), details)
             if plan.profile:
                 details["profile"] = _profile(ps, agg, r, group, plan)

@@ -100,3 +100,20 @@ def expect_ok(proc: Proc, path: str, body: bytes) -> bytes:
 
 def medians(samples: list[float]) -> float:
     return stats.median(samples) if samples else 0.0
+
+
+def reset_command_stats(r: Any) -> None:
+    r.config_resetstat()
+
+
+def command_stats(r: Any, per: int, *, skip: tuple[str, ...] = ("xinfo", "info", "config")) -> dict[str, Any]:
+    """Redis' own count of each command since the last reset, per `per` events: how many round
+    trips and how much server time a figure's work cost (the harness's polling is skipped)."""
+    out: dict[str, Any] = {}
+    for name, row in sorted(r.info("commandstats").items(), key=lambda kv: -kv[1]["usec"]):
+        command = name.removeprefix("cmdstat_")
+        if command.split("|")[0] in skip:
+            continue
+        out[command] = {"calls": row["calls"], "usec": row["usec"],
+                        "calls_per_1k_events": round(1000 * row["calls"] / max(1, per), 2)}  # fmt: skip
+    return out

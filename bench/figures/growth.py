@@ -22,7 +22,7 @@ ROUTES = {
     "growth_stats": "/api/stats",
     "growth_history": "/api/history?limit=50",
 }
-CONNECTIONS = 4
+CONNECTIONS = 1  # sequential requests: the p99 is the route's own cost, not queueing
 BOUND = 1.5
 
 

@@ -101,6 +101,7 @@ def _single(plan: Plan, ps: Procs, ref: Proc, ingest: Proc | None, r: Any,
         require_clean(a, "reference")
         refs.append(a.rps)
         f = wrk.run(f"{framework.url}/", duration_s=plan.duration_s, run_id=f"f{i}", **common)
+        require_clean(f, "FastAPI one-route app")
         fastapi_rps.append(f.rps)
         entry: dict[str, Any] = {"reference": a.as_dict(), "fastapi_one_route": f.as_dict()}
         if ingest:

@@ -262,10 +262,14 @@ class Consumer:
 
     # --- housekeeping --------------------------------------------------------------------
     async def maintenance(self) -> None:
+        """Housekeeping; a failure here is logged and retried next time, never fatal."""
         for partition, stream in enumerate(self.streams):
-            await self._drain_outbox(partition)
-            await self._trim_events(partition, stream)
-            await store.prune_runs(self.redis, self.settings, partition)
+            for chore in (self._drain_outbox(partition), self._trim_events(partition, stream),
+                          store.prune_runs(self.redis, self.settings, partition)):
+                try:
+                    await chore
+                except ResponseError:
+                    log.exception("aggregator: maintenance of partition %d failed", partition)
 
     async def _drain_outbox(self, partition: int) -> None:
         stored = await self.redis.hgetall(keys.outbox_key(partition))
@@ -287,7 +291,8 @@ class Consumer:
         keep_from = last
         if pending:
             summary = await self.redis.xpending(stream, keys.AGGREGATOR_GROUP)
-            keep_from = _text(summary["min"])
+            if summary["min"] is not None:  # None: acknowledged meanwhile by another replica
+                keep_from = _text(summary["min"])
         if keep_from != "0-0":
             await self.redis.xtrim(stream, minid=keep_from, approximate=True)
         lag = group.get("lag")

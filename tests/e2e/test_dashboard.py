@@ -183,10 +183,11 @@ def test_markup_in_event_fields_renders_as_text(stack: Proc, page: Any) -> None:
     expect(page.locator("#detail-body")).to_contain_text(f"<b>bold</b>{script}")
     expect(page.locator("#detail-title")).to_contain_text(script)
     # Long text is collapsed until asked for.
-    more = page.locator("#detail-body button.more", has_text=f"show all ({len(long_text)} chars)")
-    expect(page.locator("#detail-body")).not_to_contain_text(long_text.strip())
-    more.click()
-    expect(page.locator("#detail-body")).to_contain_text(long_text.strip())
+    prompt = page.locator("#detail-body .json .long")
+    expect(prompt.locator("button.more")).to_have_text(f"show all ({len(long_text)} chars)")
+    assert len(prompt.locator(".text").inner_text()) < 300
+    prompt.locator("button.more").click()
+    expect(prompt.locator(".text")).to_have_text(long_text.strip())
     page.locator("#detail-close").click()
     page.locator("#bell").click()
     expect(page.locator("#notif-list li", has_text=marker).first).to_be_visible()

@@ -33,6 +33,7 @@ const STABLE_AFTER_MS = 5_000; // a connection that lived this long resets the b
 const WATCHDOG_MS = 90_000; // the server pings every 30 s; silence this long means a dead link
 const HEARTBEAT_MS = 1_000;
 const LEADER_TIMEOUT_MS = 2_500;
+const CLAIM_MS = 250;
 
 /** Backoff before reconnect attempt `n` (0-based): exponential, capped, with half jitter. */
 export function backoffDelay(n, random = Math.random) {
@@ -175,28 +176,47 @@ export function createLive({ streamUrl, onFrame, onStatus }) {
   }
 
   function electWithHeartbeat() {
+    // Without Web Locks: the leader beats every second; a follower that hears nothing for a while
+    // announces a claim and takes over unless, meanwhile, it hears the leader or a claim from a
+    // smaller id. If two leaders still emerge (a slow channel), the smaller id keeps the seat.
     let lastBeat = Date.now() - LEADER_TIMEOUT_MS / 2;
     let leaderId = '';
+    let claim = 0;
+    const beat = () => channel.postMessage({ kind: 'hb', from: tabId });
+    const dropClaim = () => {
+      clearTimeout(claim);
+      claim = 0;
+    };
     channel.addEventListener('message', ({ data: msg }) => {
       if (!msg || msg.from === tabId) return;
       if (msg.kind === 'hb' || msg.kind === 'frame' || msg.kind === 'status') {
-        // Two leaders after a race: the smaller id keeps the connection.
         if (role === 'leader') {
           if (msg.from < tabId) becomeFollower();
           else return;
         }
+        dropClaim();
         leaderId = msg.from;
         lastBeat = Date.now();
+      } else if (msg.kind === 'claim') {
+        if (role === 'leader') beat(); // still here: the claimant backs off
+        else if (!claim || msg.from < tabId) {
+          dropClaim(); // someone else is taking over; wait for its beat (or its silence)
+          lastBeat = Date.now();
+        }
       } else if (msg.kind === 'bye' && msg.from === leaderId) {
         lastBeat = 0;
       }
     });
     becomeFollower();
     setInterval(() => {
-      if (role === 'leader') channel.postMessage({ kind: 'hb', from: tabId });
-      else if (Date.now() - lastBeat > LEADER_TIMEOUT_MS) {
-        becomeLeader();
-        channel.postMessage({ kind: 'hb', from: tabId });
+      if (role === 'leader') beat();
+      else if (!claim && Date.now() - lastBeat > LEADER_TIMEOUT_MS) {
+        channel.postMessage({ kind: 'claim', from: tabId });
+        claim = setTimeout(() => {
+          claim = 0;
+          becomeLeader();
+          beat();
+        }, CLAIM_MS);
       }
     }, HEARTBEAT_MS);
     addEventListener('pagehide', () => {
