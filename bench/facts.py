@@ -102,12 +102,10 @@ def _growth(f: dict[str, Any]) -> list[str]:
            f"{d[label]['load_and_drain_s']} s (aggregator {d[label]['aggregator_rate']:,.0f} "
            f"events/s), Redis used memory {d[label]['redis_used_memory'] / 2**20:.0f} MB"
            for label in ("small", "large") if label in d]  # fmt: skip
-    for i, r in enumerate(d.get("rounds", [])):
-        out.append(f"round {i + 1}: p50/p99 small {r['small']['latency_us']['p50'] / 1000:.2f}/"
-                   f"{r['small']['latency_us']['p99'] / 1000:.2f} ms, large "
-                   f"{r['large']['latency_us']['p50'] / 1000:.2f}/"
-                   f"{r['large']['latency_us']['p99'] / 1000:.2f} ms "
-                   f"({r['large']['rps']:,.0f} req/s)")  # fmt: skip
+    for label, lat in d["latency"].items():
+        out.append(f"{label} stack, {lat['count']:,} sequential GETs: p50 {lat['p50_ms']} ms, "
+                   f"p90 {lat['p90_ms']} ms, p99 {lat['p99_ms']} ms, p99.9 {lat['p999_ms']} ms, "
+                   f"max {lat['max_ms']} ms")  # fmt: skip
     return out
 
 
@@ -134,8 +132,8 @@ FACTS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
 # The detail each figure's facts are made of: without it (a failed run) there are none.
 NEEDS = {"ingest_single": "rounds", "ingest_batch": "rounds", "aggregator": "aggregator",
          "sse_latency": "latency", "sse_fanout": "steps", "gateway_rss_per_client": "rss_after",
-         "ingest_rss": "peak_rss_bytes_per_run", "growth_stats": "rounds",
-         "growth_history": "rounds", "horizontal": "rounds"}  # fmt: skip
+         "ingest_rss": "peak_rss_bytes_per_run", "growth_stats": "latency",
+         "growth_history": "latency", "horizontal": "rounds"}  # fmt: skip
 
 
 def facts(f: dict[str, Any]) -> list[str]:

@@ -22,8 +22,7 @@ class Plan:
     fanout_offered: tuple[int, ...]  # offered deliveries/s, one step each
     growth_small: int
     growth_large: int
-    growth_requests_s: float  # wrk seconds per read-route measurement
-    growth_rounds: int  # small and large alternate this many times; p99 medians compared
+    growth_requests: int  # sequential GETs per route and stack, alternating small/large
     profile: bool = False
     warmup_s: float = 1.0  # a discarded load run before each measured one (0: none)
     grace_s: float = 1.0  # after sending, for the last SSE frames to arrive
@@ -35,7 +34,7 @@ def make_plan(mode: str, workdir: Path, *, profile: bool = False) -> Plan:
         mode="quick", workdir=workdir, duration_s=5, rounds=1, wrk_connections=64,
         agg_events=60_000, latency_clients=100, latency_rate=1000, latency_receivers=2,
         fanout_clients=1000, fanout_receivers=2, fanout_offered=(50_000, 100_000, 200_000),
-        growth_small=10_000, growth_large=100_000, growth_requests_s=3, growth_rounds=3,
+        growth_small=10_000, growth_large=100_000, growth_requests=5000,
         profile=profile,
     )  # fmt: skip
     if mode == "quick":
@@ -45,14 +44,14 @@ def make_plan(mode: str, workdir: Path, *, profile: bool = False) -> Plan:
             quick, mode="full", duration_s=10, rounds=3, agg_events=300_000,
             fanout_clients=5000, fanout_receivers=4,
             fanout_offered=(50_000, 100_000, 150_000, 200_000, 300_000),
-            growth_large=1_000_000, growth_requests_s=4, growth_rounds=5,
+            growth_large=1_000_000, growth_requests=10_000,
         )  # fmt: skip
     if mode == "smoke":
         return replace(
             quick, mode="smoke", duration_s=1, wrk_connections=8, agg_events=2_000,
             latency_clients=4, latency_rate=100, latency_receivers=1,
-            fanout_clients=20, fanout_receivers=1, fanout_offered=(2_000,),
-            growth_small=200, growth_large=400, growth_requests_s=1, growth_rounds=1,
+            fanout_clients=100, fanout_receivers=1, fanout_offered=(5_000,),
+            growth_small=200, growth_large=400, growth_requests=100,
             warmup_s=0, grace_s=0.5, idle_s=0.5,
         )  # fmt: skip
     raise ValueError(f"unknown mode {mode!r}")

@@ -1,11 +1,13 @@
 """`llmwatch tail`: print the newest events of the event stream(s), one JSON line each.
 
-Across partitions, lines come in stream-id order (arrival time). With `--follow`, new events
-are printed as they arrive until Ctrl-C. Each line is the stored DashboardEvent, as is.
+Across partitions, lines come in stream-id order (arrival time; entries of two partitions in
+the same millisecond have no defined order). With `--follow`, new events are printed as they
+arrive until Ctrl-C (or `stop` is set). Each line is the stored DashboardEvent, as is.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Any, TextIO
 
@@ -13,7 +15,10 @@ from redis.asyncio import Redis
 
 from shared.keys import EVENT_FIELD, events_stream
 
-FOLLOW_BLOCK_MS = 5000
+# Short blocking reads, so that a `stop` request is seen within a second. (Cancelling a blocking
+# XREAD mid-read is not reliable with redis-py 8: the cancellation can surface as a TimeoutError
+# that the client's Retry then retries.)
+FOLLOW_BLOCK_MS = 1000
 
 
 def _order(entry_id: bytes) -> tuple[int, int]:
@@ -29,7 +34,12 @@ def _line(fields: dict[Any, Any]) -> str:
 
 
 async def tail(
-    redis: Redis, partitions: int, count: int, follow: bool, out: TextIO | None = None
+    redis: Redis,
+    partitions: int,
+    count: int,
+    follow: bool,
+    out: TextIO | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
     out = out or sys.stdout
     streams = [events_stream(p) for p in range(partitions)]
@@ -46,7 +56,7 @@ async def tail(
     out.flush()
     if not follow:
         return
-    while True:
+    while stop is None or not stop.is_set():
         replies = await redis.xread(last, block=FOLLOW_BLOCK_MS, count=1000)
         for stream, entries in replies or []:
             name = stream.decode() if isinstance(stream, bytes) else stream

@@ -1,15 +1,15 @@
 """The Lua the partition commit runs: one script to read, one to write.
 
-They exist for speed, not atomicity (the WATCH/MULTI/EXEC around them gives that): one command
-carries a whole batch, instead of thousands of small ones each costing Python time to pack and
-parse. All keys share the partition's hash tag `{pN}`; the fixed ones are declared in KEYS, the
+One command carries a whole batch (instead of thousands of small ones, each costing Python time
+to pack and parse and, under load, a scheduler round trip), and the commit is a compare-and-set:
+it checks, atomically with its writes, that what the fold read is still true. All keys share the partition's hash tag `{pN}`; the fixed ones are declared in KEYS, the
 per-item ones (run, index, per-second keys) are built by the caller from the same tag.
 """
 
 from __future__ import annotations
 
 # KEYS: nb dedup bucket sets, nr run hashes, history ids. ARGV: nb, nr, digests...
-# Returns {applied flags ("0"/"1" per digest), history size, f1, v1, f2, v2, ...}.
+# Returns {applied flags ("0"/"1" per digest), history size, f1, v1, n1, f2, v2, n2, ...}.
 LOAD = """
 local nb, nr = tonumber(ARGV[1]), tonumber(ARGV[2])
 local nd = #ARGV - 2
@@ -30,9 +30,10 @@ for b = 1, nb do
 end
 local out = {table.concat(flags), redis.call('ZCARD', KEYS[nb + nr + 1])}
 for r = 1, nr do
-  local fv = redis.call('HMGET', KEYS[nb + r], 'f', 'v')
-  out[#out + 1] = fv[1] or ''
-  out[#out + 1] = fv[2] or ''
+  local fvn = redis.call('HMGET', KEYS[nb + r], 'f', 'v', 'n')
+  out[#out + 1] = fvn[1] or ''
+  out[#out + 1] = fvn[2] or ''
+  out[#out + 1] = fvn[3] or '0''
 end
 return out
 """
@@ -63,8 +64,28 @@ end
 
 local type_field, data_field = nxt(), nxt()
 
--- dedup markers
+-- compare-and-set: nothing is written if, since the caller read them, one of these events was
+-- applied by someone else or one of these runs changed (their version `n` moved)
+local buckets = take(num())
 local markers = take(num())
+for _, bucket in ipairs(buckets) do
+  if #markers > 0 and redis.call('EXISTS', bucket) == 1 then
+    local i = 1
+    while i <= #markers do
+      local j = math.min(#markers, i + 3999)
+      for _, hit in ipairs(redis.call('SMISMEMBER', bucket, unpack(markers, i, j))) do
+        if hit == 1 then return 0 end
+      end
+      i = j + 1
+    end
+  end
+end
+local versions = take(2 * num())
+for i = 1, #versions, 2 do
+  if (redis.call('HGET', versions[i], 'n') or '0') ~= versions[i + 1] then return 0 end
+end
+
+-- dedup markers
 local marker_expire = nxt()
 if #markers > 0 then
   chunked('SADD', KEYS[7], markers)
@@ -113,7 +134,7 @@ end
 -- runs: facts + view, expiry, index moves
 for i = 1, num() do
   local key = nxt()
-  redis.call('HSET', key, 'f', nxt(), 'v', nxt())
+  redis.call('HSET', key, 'f', nxt(), 'v', nxt(), 'n', nxt())
   redis.call('EXPIREAT', key, nxt())
 end
 for g = 1, num() do
@@ -139,7 +160,7 @@ for i = 1, num() do
 end
 local outbox = take(2 * num())
 if #outbox > 0 then chunked('HSET', KEYS[6], outbox) end
-return pos
+return 1
 """
 
 # KEYS: history ids, history data, index registry. ARGV: entries to keep.

@@ -1,14 +1,18 @@
 """One partition's commit: the exactly-once step (I/O edge around `fold`).
 
-    WATCH  the dedup buckets of the window + the run keys the batch touches
-    read   which event ids are already applied, the stored runs, the history size
-    fold   (pure) -> one write set
-    MULTI  markers, stats increments, events/s buckets, history + indexes, runs + indexes +
-           children, feed entries, notification outbox
-    EXEC   -> WatchError: someone else committed to the same keys meanwhile: read again
+    read    (one Lua call) which event ids of the batch are already applied, the stored runs
+            with their versions, the history size
+    fold    (pure) -> one write set
+    commit  (one Lua call, atomic) compare-and-set: if none of the events to apply got a marker
+            meanwhile and no touched run changed version, write markers, stats increments,
+            events/s buckets, history + indexes, runs + indexes + children, feed entries and the
+            notification outbox; else write nothing -> read again and re-fold
 
-Everything lives in the partition's slot `{pN}`, so this is one atomic transaction even on a
-cluster. A crash before EXEC leaves nothing; after EXEC the markers turn a redelivery into a no-op.
+This is optimistic concurrency like WATCH/MULTI/EXEC, checked per event id and per run instead of
+per key (a WATCH on a marker set would conflict with every other commit of the partition), in two
+round trips. Everything lives in the partition's slot `{pN}`, so the commit is one atomic script
+even on a cluster. A crash before it leaves nothing; after it, the markers turn a redelivery into
+a no-op.
 
 Dedup markers: 12-byte digests of event ids in time-bucketed sets (`seen:<bucket>`, bucket =
 dedup window / 6 of wall-clock time at apply), each expiring one window after its bucket closed;
@@ -28,7 +32,6 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
 from services.aggregator import scripts
 from services.aggregator.fold import Prepared, RunChange, WriteSet, fold
@@ -70,41 +73,36 @@ async def commit(redis: Redis, settings: Settings, partition: int, prepared: Pre
         return Commit(WriteSet(failed=list(prepared.bad)), 0, 0)
     digests = prepared.digests()
     run_ids = prepared.run_ids()
-    run_keys = [keys.run_key(partition, r) for r in run_ids]
     for attempt in range(MAX_ATTEMPTS):
         now = time.time()
         buckets, current = dedup_buckets(settings, now)
         bucket_keys = [keys.dedup_key(partition, b) for b in buckets]
-        async with redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(*bucket_keys, *run_keys)
-                applied, stored, size = await _read(redis, partition, bucket_keys, digests, run_ids)
-                writes = fold(prepared, applied, stored)
-                pipe.multi()
-                pipe.eval(scripts.COMMIT, len(_COMMIT_KEYS), *_commit_keys(partition, current),
-                          *_commit_args(settings, partition, writes, current))
-                await pipe.execute()
-            except WatchError:
-                await asyncio.sleep(random.uniform(0, 0.001 * (attempt + 1)))
-                continue
-        return Commit(writes, attempt, size + len(writes.history))
+        applied, stored, versions, size = await _read(redis, partition, bucket_keys, digests, run_ids)
+        writes = fold(prepared, applied, stored)
+        expected = {keys.run_key(partition, r): versions[r] for r in writes.runs}
+        args = _commit_args(settings, partition, writes, current, (bucket_keys, expected))
+        if await redis.eval(scripts.COMMIT, len(_COMMIT_KEYS), *_commit_keys(partition, current), *args):
+            return Commit(writes, attempt, size + len(writes.history))
+        # Someone applied one of these events or changed one of these runs meanwhile.
+        await asyncio.sleep(random.uniform(0, 0.001 * (attempt + 1)))
     raise RuntimeError(f"partition {partition}: commit kept conflicting, will retry the batch")
 
 
 async def _read(
     redis: Redis, partition: int, bucket_keys: list[str], digests: list[bytes], run_ids: list[str]
-) -> tuple[set[bytes], dict[str, tuple[dict[str, Any], dict[str, Any]]], int]:
-    # Any connection may read: the WATCH already issued guards the EXEC against later writes.
+) -> tuple[set[bytes], dict[str, tuple[dict[str, Any], dict[str, Any]]], dict[str, str], int]:
     script_keys = [*bucket_keys, *(keys.run_key(partition, r) for r in run_ids), keys.history_ids(partition)]
     reply = await redis.eval(scripts.LOAD, len(script_keys), *script_keys,
                              len(bucket_keys), len(run_ids), *digests)
     flags, size, runs = reply[0], int(reply[1]), reply[2:]
     applied = {d for d, flag in zip(digests, flags, strict=True) if flag == ord("1")}
     stored = {}
-    for run_id, facts, view in zip(run_ids, runs[::2], runs[1::2], strict=True):
+    versions = {}
+    for run_id, facts, view, version in zip(run_ids, runs[::3], runs[1::3], runs[2::3], strict=True):
+        versions[run_id] = version.decode()
         if facts and view:
             stored[run_id] = (orjson.loads(facts), orjson.loads(view))
-    return applied, stored, size
+    return applied, stored, versions, size
 
 
 _COMMIT_KEYS = ("stats", "history_ids", "history_data", "history_indexes", "feed", "outbox",
@@ -116,10 +114,15 @@ def _commit_keys(p: int, bucket: int) -> list[str]:
             keys.feed_stream(p), keys.outbox_key(p), keys.dedup_key(p, bucket), keys.runs_indexes(p)]
 
 
-def _commit_args(settings: Settings, p: int, ws: WriteSet, bucket: int) -> list[Any]:
+def _commit_args(
+    settings: Settings, p: int, ws: WriteSet, bucket: int, checks: tuple[list[str], dict[str, str]]
+) -> list[Any]:
     """The write set as the flat, count-prefixed sections scripts.COMMIT reads."""
+    bucket_keys, versions = checks
     args: list[Any] = [keys.FEED_TYPE_FIELD, keys.FEED_DATA_FIELD]
-    args += [len(ws.markers), *ws.markers]
+    args += [len(bucket_keys), *bucket_keys, len(ws.markers), *ws.markers, len(versions)]
+    for run_key, version in versions.items():
+        args += (run_key, version)
     args.append((bucket + 1) * bucket_span(settings) + settings.dedup_window_s)
     counters = [(f, n) for f, n in ws.stats.items() if n]
     args.append(len(counters))
@@ -164,7 +167,7 @@ def _run_args(settings: Settings, p: int, changes: dict[str, RunChange]) -> list
     for run_id, change in changes.items():
         first_ms = int(change.facts["first_ms"])
         args += (keys.run_key(p, run_id), orjson.dumps(change.facts), orjson.dumps(change.view),
-                 first_ms // 1000 + settings.run_retention_s)
+                 change.facts["n"], first_ms // 1000 + settings.run_retention_s)
         adds[keys.runs_index(p)] += (first_ms, run_id)
         old, new = _run_index_values(change.before), _run_index_values(change.view)
         for field, value in old - new:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
-from playwright.sync_api import expect
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from shared.samples import WATCHER_PATH
 from tests.conftest import require_binary
@@ -36,7 +36,7 @@ expect.set_options(timeout=20_000)  # Playwright's auto-retrying assertions; a l
 def stack_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of a stack under test: nothing of the developer's, its own data dir (so
     `up` starts its own embedded Redis there), a fast sampler."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMWATCH_") and k != "REDIS_URL"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMWATCH_", "REDIS_URL"))}
     env.update(
         LLMWATCH_DATA_DIR=str(data_dir),
         LLMWATCH_CONFIG=str(data_dir / "absent.toml"),
@@ -84,7 +84,8 @@ class Proc:
                     return
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"{self.args} not ready in {START_TIMEOUT_S}s:\n{self.log.read_text()[-3000:]}")
+        tail = self.log.read_text()[-3000:]
+        raise RuntimeError(f"{self.args} not ready in {START_TIMEOUT_S}s:\n{tail}")
 
     def kill(self) -> None:
         if self.popen is not None and self.popen.poll() is None:
@@ -117,7 +118,7 @@ class Proc:
         return total
 
 
-def launch_chromium() -> Iterator[Any]:
+def launch_chromium() -> Iterator[Browser]:
     """Debian's chromium, headless, through Playwright (skip locally, fail in CI if missing)."""
     executable = require_binary("chromium", "/usr/bin/chromium")
     from playwright.sync_api import sync_playwright
@@ -130,7 +131,20 @@ def launch_chromium() -> Iterator[Any]:
             browser.close()
 
 
-def open_live(page: Any, url: str, snapshots: int = 1) -> None:
+@contextlib.contextmanager
+def browser_context(browser: Browser, **options: Any) -> Iterator[BrowserContext]:
+    """A fresh browser context; an uncaught JavaScript error in any of its pages fails the test."""
+    context = browser.new_context(**options)
+    errors: list[str] = []
+    context.on("weberror", lambda e: errors.append(str(e.error)))
+    try:
+        yield context
+    finally:
+        context.close()
+    assert errors == [], f"JavaScript errors in the page: {errors}"
+
+
+def open_live(page: Page, url: str, snapshots: int = 1) -> None:
     """Open the dashboard and wait until it is live and has read its snapshots."""
     page.goto(url)
     expect(page.locator("html")).to_have_attribute("data-live-state", "live")
@@ -182,7 +196,7 @@ def history_ids(base: str) -> list[str]:
     return [item["id"] for item in history(base)]
 
 
-def rows_match_history(page: Any, base: str, at_least: int = 0) -> bool:
+def rows_match_history(page: Page, base: str, at_least: int = 0) -> bool:
     """The page's rows are exactly /api/history: same events, same order, none twice."""
     rows = page.eval_on_selector_all("#events-body tr", "rows => rows.map(r => r.dataset.id)")
     history = history_ids(base)

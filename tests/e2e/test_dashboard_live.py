@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Browser, BrowserContext, expect
 
 from tests.e2e.dashboard_support import (
     Proc,
+    browser_context,
     launch_chromium,
     open_live,
     post,
@@ -26,8 +26,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser() -> Iterator[Browser]:
     yield from launch_chromium()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    with browser_context(browser) as ctx:
+        yield ctx
 
 
 def send(base: str, tag: str, n: int) -> None:
@@ -38,11 +44,12 @@ def send(base: str, tag: str, n: int) -> None:
 
 @pytest.mark.parametrize("election", ["locks", "heartbeat"])
 def test_tabs_share_one_connection_and_hand_it_over(
-    browser: Any, tmp_path: Path, election: str
+    context: BrowserContext, tmp_path: Path, election: str
 ) -> None:
-    proc = Proc.up(tmp_path / "data", free_port(), stack_env(tmp_path / "data"))
+    # No sampler ticks during the test, so the last event id only moves with the posted events.
+    env = stack_env(tmp_path / "data", LLMWATCH_SAMPLE_INTERVAL_S="3600")
+    proc = Proc.up(tmp_path / "data", free_port(), env)
     proc.start()
-    context = browser.new_context()
     try:
         if election == "heartbeat":  # pages on plain http://host are not secure contexts
             context.add_init_script(
@@ -78,17 +85,20 @@ def test_tabs_share_one_connection_and_hand_it_over(
         )
         for tab in rest:
             wait_until(lambda t=tab: rows_match_history(t, proc.url, 6), "no gap at hand-over")
-            assert tab.locator("#events-table").get_attribute("data-duplicates") is None
+            if election == "locks":
+                # A heartbeat election may briefly have two leaders on a slow machine; their
+                # frames overlap and the page drops the repeats (the rows above prove it). With
+                # locks there is never more than one stream, so no repeat may even arrive.
+                assert tab.locator("#events-table").get_attribute("data-duplicates") is None
         assert streams, "the new leader opened no stream"
         assert parse_qs(urlparse(streams[0]).query)["lastEventId"] == [last_id]
         wait_until(lambda: proc.gauge("llmwatch_sse_streams_open") == 1, "still one stream")
     finally:
-        context.close()
         proc.stop()
 
 
 def test_page_resumes_after_the_gateway_restarts_without_gaps_or_repeats(
-    browser: Any, tmp_path: Path
+    context: BrowserContext, tmp_path: Path
 ) -> None:
     """The page talks to a separate `serve stream`; it is killed while events keep arriving at
     `llmwatch up`, then restarted: the page resumes from its last event id."""
@@ -98,7 +108,6 @@ def test_page_resumes_after_the_gateway_restarts_without_gaps_or_repeats(
     redis_url = (data / "redis.url").read_text().strip()
     gateway = Proc.serve("stream", data, free_port(), stack_env(data, REDIS_URL=redis_url))
     gateway.start()
-    context = browser.new_context()
     page = context.new_page()
     try:
         open_live(page, gateway.url + "/")
@@ -119,20 +128,18 @@ def test_page_resumes_after_the_gateway_restarts_without_gaps_or_repeats(
         assert page.locator("html").get_attribute("data-snapshots") == "1"
         page.screenshot(path=str(tmp_path / "dashboard-resumed.png"), full_page=True)
     finally:
-        context.close()
         gateway.stop()
         up.stop()
 
 
 def test_a_reset_from_a_new_redis_makes_the_page_reread_its_snapshots(
-    browser: Any, tmp_path: Path
+    context: BrowserContext, tmp_path: Path
 ) -> None:
     """`llmwatch up` comes back on the same port with a fresh data dir (a new Redis, a new epoch):
     the page's cursor cannot be resumed, the gateway answers `reset`, the page re-reads."""
     port = free_port()
     first = Proc.up(tmp_path / "one", port, stack_env(tmp_path / "one"))
     first.start()
-    context = browser.new_context()
     page = context.new_page()
     second: Proc | None = None
     try:
@@ -147,7 +154,6 @@ def test_a_reset_from_a_new_redis_makes_the_page_reread_its_snapshots(
         send(second.url, "new", 2)
         wait_until(lambda: rows_match_history(page, second.url, 2), "new stack's events shown")
     finally:
-        context.close()
         if second is not None:
             second.stop()
         first.stop()

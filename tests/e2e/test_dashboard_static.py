@@ -37,7 +37,8 @@ async def test_page_and_every_asset_it_references_are_served(settings: Settings)
             if ref.endswith(".js"):
                 assert res.headers["content-type"].startswith("text/javascript"), ref
                 folder = ref.rsplit("/", 1)[0]
-                pending += [f"{folder}/{m}" for m in re.findall(r"from '\./([\w.-]+\.js)'", res.text)]
+                imports = re.findall(r"from '\./([\w.-]+\.js)'", res.text)
+                pending += [f"{folder}/{name}" for name in imports]
         assert {"assets/js/live.js", "assets/js/events.js", "assets/css/dashboard.css"} <= seen
 
 
@@ -77,6 +78,8 @@ def test_no_inline_script_or_style_in_the_page() -> None:
 
 def test_scripts_never_write_markup() -> None:
     """Everything is rendered with textContent / createElement: no HTML sinks in the code."""
-    sinks = re.compile(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(|new Function")
+    sinks = re.compile(
+        r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(|new Function"
+    )
     for path in (STATIC_DIR / "js").glob("*.js"):
         assert not sinks.search(path.read_text()), path.name

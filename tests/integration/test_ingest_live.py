@@ -100,7 +100,8 @@ async def test_tail_merges_partitions_and_follows(
     assert [orjson.loads(x)["n"] for x in printed.getvalue().splitlines()] == [1, 2, 3]
 
     followed = io.StringIO()
-    task = asyncio.create_task(tail(redis, 2, 0, True, out=followed))
+    stop = asyncio.Event()
+    task = asyncio.create_task(tail(redis, 2, 0, True, out=followed, stop=stop))
     try:
         for _ in range(500):  # the follower prints what arrives after it started
             await redis.xadd(events_stream(1), {EVENT_FIELD: b'{"n":"new"}'})
@@ -109,9 +110,8 @@ async def test_tail_merges_partitions_and_follows(
             await asyncio.sleep(0.01)
         assert followed.getvalue().splitlines()[0] == '{"n":"new"}'
     finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        stop.set()
+        await asyncio.wait_for(task, 10)
 
 
 async def test_send_reports_an_unreachable_stack(capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,7 +6,7 @@ import { $, badge, clear, h, jsonView, setText } from './dom.js';
 import { fmtClock, fmtDateTime, runIdOf, statusClass, summarize } from './format.js';
 
 const KEEP = 5000; // events kept in memory
-const SHOW = 500; // rows in the DOM at most
+const SHOW = 500; // rows in the DOM at most, until older pages are asked for
 const PAGE = 500; // history page size
 const FLUSH_MS = 100;
 const FILTER_FIELDS = ['event_type', 'status', 'model', 'source'];
@@ -35,6 +35,7 @@ export function createEventTable({ api, onOpenRun, detail }) {
   let paused = false;
   let optionsDirty = false;
   let nextCursor = null;
+  let limit = SHOW;
   let filters = readFilters();
 
   function readFilters() {
@@ -80,7 +81,7 @@ export function createEventTable({ api, onOpenRun, detail }) {
     pending = [];
     if (!paused) {
       for (const ev of batch) if (byId.has(ev.id) && matches(ev, filters)) tbody.prepend(rowFor(ev));
-      while (tbody.rows.length > SHOW) tbody.lastElementChild.remove();
+      while (tbody.rows.length > limit) tbody.lastElementChild.remove();
     }
     afterRender();
   }
@@ -92,7 +93,7 @@ export function createEventTable({ api, onOpenRun, detail }) {
     const frag = document.createDocumentFragment();
     let shown = 0;
     for (const ev of rows) {
-      if (shown >= SHOW) break;
+      if (shown >= limit) break;
       if (!matches(ev, filters)) continue;
       frag.appendChild(rowFor(ev));
       shown += 1;
@@ -156,6 +157,7 @@ export function createEventTable({ api, onOpenRun, detail }) {
     }
     trim();
     nextCursor = cursor || null;
+    limit = SHOW;
     renderAll();
   }
 
@@ -167,8 +169,9 @@ export function createEventTable({ api, onOpenRun, detail }) {
       byId.set(ev.id, ev);
       rows.push(ev);
       remember(ev);
+      limit = Math.min(KEEP, limit + 1);
     }
-    nextCursor = page.next_cursor || null;
+    nextCursor = rows.length < KEEP ? page.next_cursor || null : null;
     renderAll();
   }
 
