@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--quick", action="store_true", help="quick sizes (default)")
     mode.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness only")
     p.add_argument("--only", help=f"comma-separated groups: {','.join(GROUPS)}")
-    p.add_argument("--profile", action="store_true", help="add a py-spy pass per server")
+    p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
+                   help="a py-spy pass per server under test (default: on, except --smoke)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     p.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md")
     p.add_argument("--keep-workdir", action="store_true", help="keep logs and data for a look")
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown group(s) {unknown}; choose from {GROUPS}", file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="llmwatch-bench-"))
-    plan = make_plan(mode, workdir, profile=args.profile)
+    profile = args.profile if args.profile is not None else mode != "smoke"
+    plan = make_plan(mode, workdir, profile=profile)
     try:
         redis_binary: str | None = find_redis_server()
     except RedisServerNotFound:
@@ -103,7 +105,7 @@ def _command(mode: str, args: argparse.Namespace) -> str:
             "smoke": "python -m bench --smoke"}[mode]  # fmt: skip
     if args.only:
         base = f"python -m bench{' --full' if mode == 'full' else ''} --only {args.only}"
-    return base + (" --profile" if args.profile else "")
+    return base + {True: " --profile", False: " --no-profile", None: ""}[args.profile]
 
 
 def _write(path: Path, text: str) -> None:

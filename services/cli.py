@@ -236,8 +236,17 @@ def _cmd_send(args: argparse.Namespace) -> int:
 def _cmd_tail(args: argparse.Namespace) -> int:
     from services.tail import tail
 
+    async def run(redis: Any, settings: Settings) -> None:
+        # Ctrl-C / SIGTERM ask the follow loop to stop after its current (short) read, rather
+        # than cancelling a blocking XREAD mid-read, which redis-py does not always honour.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await tail(redis, settings.partitions, args.count, args.follow, stop=stop)
+
     try:
-        _with_redis(args, lambda r, s: tail(r, s.partitions, args.count, args.follow))
+        _with_redis(args, run)
     except KeyboardInterrupt:
         pass
     return 0

@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 
 GROWTH = 1.1
-BOUNDS: tuple[float, ...] = tuple(GROWTH**i for i in range(0, 200))  # 1 ms .. ~1.9e8 ms (~2 days)
+BOUNDS: tuple[float, ...] = tuple(GROWTH**i for i in range(200))  # 1 ms .. ~1.9e8 ms (~2 days)
 
 
 def bucket(duration_ms: float) -> int:
@@ -46,4 +46,9 @@ def quantile(counts: Mapping[int, int], q: float) -> float | None:
 
 
 def is_finite_duration(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )

@@ -113,11 +113,11 @@ def _index_for(query: Query, partition: int) -> str:
     return keys.history_index(partition, field, value)
 
 
-async def read_page(redis: Redis, partitions: int, query: Query) -> tuple[list[dict[str, Any]], str | None]:
+async def read_page(
+    redis: Redis, partitions: int, query: Query
+) -> tuple[list[dict[str, Any]], str | None]:
     """Newest-first events matching `query`, and the cursor of the next page (None at the end)."""
-    scans = [
-        _Scan(p, _index_for(query, p), _upper(query, p), []) for p in range(partitions)
-    ]
+    scans = [_Scan(p, _index_for(query, p), _upper(query, p), []) for p in range(partitions)]
     post_filter = bool(query.q) or len(query.filters()) > 1
     script = redis.register_script(_PAGE_LUA)
     active = scans
@@ -125,8 +125,11 @@ async def read_page(redis: Redis, partitions: int, query: Query) -> tuple[list[d
         async with redis.pipeline(transaction=False) as pipe:
             for scan in active:
                 count = min(_CHUNK if post_filter else query.limit, SCAN_BUDGET - scan.scanned)
-                await script(keys=[scan.index, keys.history_data(scan.partition)],
-                             args=[scan.upper, max(1, count)], client=pipe)
+                await script(
+                    keys=[scan.index, keys.history_data(scan.partition)],
+                    args=[scan.upper, max(1, count)],
+                    client=pipe,
+                )
             replies = await pipe.execute()
         for scan, reply in zip(active, replies, strict=True):
             _absorb(scan, reply, query, post_filter)

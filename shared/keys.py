@@ -159,6 +159,7 @@ NOTIFY_AGE = f"{NOTIFY}:age"  # sorted set: id -> last written (epoch s), for ag
 NOTIFY_OPEN = f"{NOTIFY}:open"  # hash: fingerprint -> id of its newest row
 NOTIFY_UNREAD = f"{NOTIFY}:unread"  # set of unread ids
 NOTIFY_APPLIED = f"{NOTIFY}:applied"  # sorted set: dedup id -> applied at (epoch s)
+NOTIFY_VERSION = f"{NOTIFY}:version"  # counter, bumped by every change: optimistic concurrency
 
 
 def outbox_key(partition: int) -> str:

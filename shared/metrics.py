@@ -6,10 +6,12 @@ metrics on one `/metrics` while tests can build many apps in one process.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from prometheus_client import (
     CollectorRegistry,
+    Gauge,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -25,7 +27,20 @@ def new_registry() -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
+    # A leak of per-connection tasks (SSE writers, listeners) shows here long before memory does;
+    # the fault tests assert it returns to its level after thousands of connections.
+    Gauge(
+        "llmwatch_asyncio_tasks", "asyncio tasks alive in this process's event loop",
+        registry=registry,
+    ).set_function(_task_count)  # fmt: skip
     return registry
+
+
+def _task_count() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # rendered outside the event loop (no running loop): unknown
+        return float("nan")
 
 
 def render(registry: CollectorRegistry) -> tuple[bytes, str]:

@@ -170,9 +170,7 @@ def fold(
             bell.newly_unread.add(row["id"])
         bell.feed.append((kind, {"notification": row, "unread_count": bell.unread}))
         if was_read:
-            bell.feed.append(
-                ("notifications.unread_count_changed", {"unread_count": bell.unread})
-            )
+            bell.feed.append(("notifications.unread_count_changed", {"unread_count": bell.unread}))
     return bell
 
 

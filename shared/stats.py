@@ -18,6 +18,7 @@ sum, so partitions merge by adding and a batch pre-aggregates to one HINCRBY per
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,7 +52,16 @@ def runs(state: str) -> str:
 
 def model(name: str, part: str) -> str:
     """Per-model field; `part` is one of n err tp tc cost priced dn ds, or `h<i>`."""
-    return f"m:{name}|{part}"
+    return _model_fields(name)[part] if part in _PARTS else f"m:{name}|{part}"
+
+
+_PARTS = ("n", "err", "tp", "tc", "cost", "priced", "dn", "ds")
+
+
+@functools.lru_cache(maxsize=4096)
+def _model_fields(name: str) -> dict[str, str]:
+    # Built once per model: these names are formatted several times for every event.
+    return {part: f"m:{name}|{part}" for part in _PARTS}
 
 
 def _num(value: Any) -> int:

@@ -24,9 +24,16 @@ LLMONITOR_MAP = {
 }
 
 
-def webhook(event_type: str = "request", status: str = "start", *, command: str = "ask",
-            model: str | None = "gpt-4o", metadata: dict[str, Any] | None = None,
-            timestamp: str = "2026-01-01T00:00:00.000Z", id: str | None = None) -> dict[str, Any]:
+def webhook(
+    event_type: str = "request",
+    status: str = "start",
+    *,
+    command: str = "ask",
+    model: str | None = "gpt-4o",
+    metadata: dict[str, Any] | None = None,
+    timestamp: str = "2026-01-01T00:00:00.000Z",
+    id: str | None = None,
+) -> dict[str, Any]:
     return {
         "id": id or str(uuid.uuid4()),
         "timestamp": timestamp,
@@ -39,10 +46,23 @@ def webhook(event_type: str = "request", status: str = "start", *, command: str 
     }
 
 
-def llmonitor(event: str, run_id: str, *, type: str = "llm", name: str | None = None,
-              timestamp: str = "2026-01-01T00:00:00.000Z", **fields: Any) -> dict[str, Any]:
-    meta: dict[str, Any] = {"type": type, "event": event, "app": "app-1", "runId": run_id,
-                            "timestamp": timestamp, **fields}
+def llmonitor(
+    event: str,
+    run_id: str,
+    *,
+    type: str = "llm",
+    name: str | None = None,
+    timestamp: str = "2026-01-01T00:00:00.000Z",
+    **fields: Any,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "type": type,
+        "event": event,
+        "app": "app-1",
+        "runId": run_id,
+        "timestamp": timestamp,
+        **fields,
+    }
     if name is not None:
         meta["name"] = name
     event_type, status = LLMONITOR_MAP[event]

@@ -125,6 +125,8 @@ def wait_drained(agg: Proc, r: Any, ids: list[bytes],
     deadline = started + max(90.0, total / 1000)
     first: tuple[float, int] | None = None
     cpu_before: dict[str, float] = {}
+    info: dict[str, Any] | None = None
+    done = 0
     while time.monotonic() < deadline:
         if first is None and time.monotonic() - started > IDLE_LIMIT_S:
             raise ServiceUnavailable(f"aggregator consumed nothing in {IDLE_LIMIT_S:.0f} s")
@@ -147,7 +149,9 @@ def wait_drained(agg: Proc, r: Any, ids: list[bytes],
                 return {"events": total, "seconds": round(seconds, 4), "rate": round(rate, 1),
                         "first_seen": first[1], "cpu_share": cpu}  # fmt: skip
         time.sleep(POLL_S)
-    raise RuntimeError(f"aggregator did not drain {total} events in time")
+    state = f"delivered {done}/{total}, pending {info['pending']}" if info else "no group"
+    raise RuntimeError(f"aggregator did not drain {total} events in time ({state}): "
+                       f"{agg.log_tail(8)}")  # fmt: skip
 
 
 def _stats_total(ps: Any, url: str, expected: int, details: dict[str, Any]) -> int | None:

@@ -60,18 +60,21 @@ def run(plan: Plan) -> list[dict[str, Any]]:
         r = redis_client(server.url)
         ref = ps.refapp(wait=False)
         framework = ps.refapp(kind="fastapi", wait=False)
+        front: Proc | None = ps.refapp(kind="fastfront", wait=False,
+                                       env={"REDIS_URL": server.url})  # fmt: skip
         try:
             ingest: Proc | None = ps.service("ingest", server.url, wait=False)
             ready(ref, framework, ingest)
             expect_ok(ingest, PATH, fill_ids(bodies.single_template()))
         except ServiceUnavailable as exc:
             ingest, missing = None, exc
+        front = _experiment(front)
         peak_rss: list[int] = []
         out: list[dict[str, Any]] = []
         for fn, spec in ((_single, SINGLE), (_batch, BATCH)):
             try:
                 if fn is _single:
-                    out.append(_single(plan, ps, ref, ingest, r, peak_rss, framework))
+                    out.append(_single(plan, ps, ref, ingest, r, peak_rss, framework, front))
                 else:
                     out.append(_batch(plan, ps, ref, ingest, r, peak_rss))
             except Exception as exc:  # noqa: BLE001 - one figure's failure must not stop the run
@@ -87,15 +90,27 @@ def run(plan: Plan) -> list[dict[str, Any]]:
     return out
 
 
+def _experiment(front: Proc | None) -> Proc | None:
+    """The raw-ASGI-front experiment, or None when it does not start (it uses internals)."""
+    assert front is not None
+    try:
+        ready(front)
+        expect_ok(front, PATH, fill_ids(bodies.single_template()))
+    except ServiceUnavailable:
+        front.stop()
+        return None
+    return front
+
+
 def _single(plan: Plan, ps: Procs, ref: Proc, ingest: Proc | None, r: Any,
-            peak_rss: list[int], framework: Proc) -> dict[str, Any]:  # fmt: skip
+            peak_rss: list[int], framework: Proc, front: Proc | None) -> dict[str, Any]:  # fmt: skip
     body = write_body(ps.workdir, "single.json", bodies.single_template())
     common = {"workdir": ps.workdir, "connections": plan.wrk_connections, "body_file": body}
     if plan.warmup_s:
         for url in (f"{ref.url}/", f"{framework.url}/", *([ingest.url + PATH] if ingest else [])):
             wrk.run(url, duration_s=plan.warmup_s, run_id="warm", **common)
         time.sleep(SETTLE_S)
-    refs, ours, rounds, fastapi_rps = [], [], [], []
+    refs, ours, rounds, fastapi_rps, front_rps = [], [], [], [], []
     for i in range(plan.rounds):
         a = wrk.run(f"{ref.url}/", duration_s=plan.duration_s, run_id=f"r{i}", **common)
         require_clean(a, "reference")
@@ -104,6 +119,11 @@ def _single(plan: Plan, ps: Procs, ref: Proc, ingest: Proc | None, r: Any,
         require_clean(f, "FastAPI one-route app")
         fastapi_rps.append(f.rps)
         entry: dict[str, Any] = {"reference": a.as_dict(), "fastapi_one_route": f.as_dict()}
+        if front is not None:
+            x = wrk.run(front.url + PATH, duration_s=plan.duration_s, run_id=f"x{i}", **common)
+            if x.error_count == 0:
+                front_rps.append(x.rps)
+            entry["raw_asgi_front"] = x.as_dict()
         if ingest:
             r.delete(events_stream())
             with RssSampler(ingest.pid) as rss, CpuMeter(_pids(ingest, r)) as cpu:
@@ -127,6 +147,15 @@ def _single(plan: Plan, ps: Procs, ref: Proc, ingest: Proc | None, r: Any,
             f"does {fw:,.0f} req/s ({stats.ratio(fw, medians(refs))} of the bare app); ingest "
             f"does {stats.ratio(medians(ours), fw)} of that.")
         ]
+    if ours and front_rps:
+        x = medians(front_rps)
+        details["raw_asgi_front_rps"] = round(x, 1)
+        details.setdefault("notes", []).append(
+            f"Experiment, same run: ingest's own webhook handler behind a raw ASGI front "
+            f"(bench/fastfront.py, no FastAPI routing or middleware) does {x:,.0f} req/s: "
+            f"{stats.ratio(x, medians(ours))}x the service, {stats.ratio(x, medians(refs))} of "
+            "the bare app."
+        )
     if ingest and plan.profile:
         details["profile"] = _profile(plan, ps, ingest, body)
     return _ratio_figure(SINGLE, ours, refs, 0.6, "bare uvicorn ASGI app", details)

@@ -19,7 +19,7 @@ from typing import Any
 
 import uvloop
 
-from bench import pacer, stats
+from bench import pacer, profile, stats
 from bench.bodies import BENCH_APP, single_template
 from bench.figures.common import expect_ok, failed, figure, fill_ids, redis_client
 from bench.plan import Plan
@@ -160,6 +160,7 @@ async def _fanout(plan: Plan, ps: Procs, url: str, stack: dict[str, Proc],
     try:
         steps = [await _step(plan, group, ingest, pids, offered)
                  for offered in plan.fanout_offered]  # fmt: skip
+        prof = await _profile(plan, ps, group, ingest, pids, gateway) if plan.profile else None
         final = await group.stop()
     finally:
         group.kill()
@@ -179,6 +180,8 @@ async def _fanout(plan: Plan, ps: Procs, url: str, stack: dict[str, Proc],
                "connect_s": mem["connect_s"], "receiver_processes": group.processes,
                "steps": steps, "dropped_total": final["closed"],
                "best_step_clean": bool(clean)}  # fmt: skip
+    if prof is not None:
+        details["profile"] = prof
     status = stats.verdict([clients >= 5000, value >= 100_000, bool(clean)])
     fan = figure(*FANOUT[:2], unit="deliveries/s", value=value, target=FANOUT[3], status=status,
                  details=details) | {
@@ -217,6 +220,15 @@ async def _step(plan: Plan, group: ReceiverGroup, ingest: Proc, pids: dict[str, 
         "sender": sent.as_dict(),
         "cpu_share": cpu,
     }
+
+
+async def _profile(plan: Plan, ps: Procs, group: ReceiverGroup, ingest: Proc,
+                   pids: dict[str, int], gateway: Proc) -> dict[str, Any]:  # fmt: skip
+    """The highest step once more, with py-spy on the gateway."""
+    out = ps.workdir / "profile-gateway.txt"
+    spy = profile.start(gateway.pid, plan.duration_s, out)
+    await _step(plan, group, ingest, pids, max(plan.fanout_offered))
+    return profile.finish(spy, out, plan.duration_s)
 
 
 async def _delivered(group: ReceiverGroup, target: int, plan: Plan) -> dict[str, Any]:

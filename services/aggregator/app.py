@@ -12,7 +12,9 @@ from shared.service import Context, Service
 
 
 def create_service(ctx: Context) -> Service:
-    consumer = Consumer(ctx.redis, ctx.settings, AggregatorMetrics.create(ctx.registry), ctx.stopping)
+    consumer = Consumer(
+        ctx.redis, ctx.settings, AggregatorMetrics.create(ctx.registry), ctx.stopping
+    )
 
     async def consume() -> None:
         await consumer.run()

@@ -17,6 +17,7 @@ The batch step runs under `asyncio.shield`, so a shutdown finishes it instead of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -25,15 +26,14 @@ import time
 from collections import defaultdict
 from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from services.aggregator import cost, deadletter, store, tokens
+from services.aggregator import cost, deadletter, housekeeping, store, tokens
 from services.aggregator.deadletter import Letter
 from services.aggregator.fold import prepare
 from services.aggregator.metrics import AggregatorMetrics
-from shared import keys, notify
+from shared import keys
 from shared.notifications import Occurrence
 from shared.redis import UNAVAILABLE
 from shared.settings import Settings
@@ -57,10 +57,6 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class Consumer:
     def __init__(
         self,
@@ -79,6 +75,7 @@ class Consumer:
         self.groups_ready = False
         self._next_claim = 0.0
         self._next_maintenance = 0.0
+        self._prefetch: asyncio.Task[dict[int, list[Entry]]] | None = None
 
     # --- the loop ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -94,6 +91,11 @@ class Consumer:
                 log.warning("aggregator: redis unavailable (%s), retrying in %.1fs", exc, backoff)
                 await self._sleep(backoff)
                 backoff = min(MAX_BACKOFF_S, backoff * 2)
+        if self._prefetch is not None:  # already delivered to us: apply it rather than strand it
+            try:
+                await self.step(block_ms=None)
+            except UNAVAILABLE:
+                log.warning("aggregator: could not apply the last batch; it will be reclaimed")
         log.info("aggregator consumer %s stopped", self.name)
 
     async def drain(self, timeout: float = 30.0) -> None:
@@ -105,7 +107,7 @@ class Consumer:
             handled = await self.step(block_ms=None)
             if handled == 0:
                 await self.maintenance()
-                if await self._idle():
+                if await housekeeping.idle(self.redis, self.streams):
                     return
                 await asyncio.sleep(0.02)
             if time.monotonic() > deadline:
@@ -119,14 +121,34 @@ class Consumer:
             self._next_claim = now + max(0.05, self.settings.claim_idle_ms / 2000)
             for partition, entries in (await self._reclaim()).items():
                 batch[partition].extend(entries)
-        for partition, entries in (await self._read(None if batch else block_ms)).items():
+        if self._prefetch is not None:
+            task, self._prefetch = self._prefetch, None
+            read = await task
+        else:
+            read = await self._read(None if batch else block_ms)
+        for partition, entries in read.items():
             batch[partition].extend(entries)
         if batch:
-            await asyncio.shield(self._apply(dict(batch)))
+            if not self.stopping.is_set():
+                # Read the next batch while this one is folded and committed (overlaps a round
+                # trip with Python work); it is applied by the next step, or before stopping.
+                self._prefetch = asyncio.create_task(self._read(None))
+            try:
+                await asyncio.shield(self._apply(dict(batch)))
+            except BaseException:
+                await self._drop_prefetch()  # its entries stay pending: reclaimed later
+                raise
         if time.monotonic() >= self._next_maintenance:
             self._next_maintenance = time.monotonic() + MAINTENANCE_EVERY_S
             await self.maintenance()
         return sum(len(v) for v in batch.values())
+
+    async def _drop_prefetch(self) -> None:
+        task, self._prefetch = self._prefetch, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -160,8 +182,10 @@ class Consumer:
             raise
         out: dict[int, list[Entry]] = {}
         for stream, entries in reply or []:
-            partition = self.streams.index(_text(stream))
-            out[partition] = [(_text(i), (f or {}).get(keys.EVENT_FIELD), 1) for i, f in entries]
+            partition = self.streams.index(housekeeping.text(stream))
+            out[partition] = [
+                (housekeeping.text(i), (f or {}).get(keys.EVENT_FIELD), 1) for i, f in entries
+            ]
         return out
 
     async def _reclaim(self) -> dict[int, list[Entry]]:
@@ -170,15 +194,21 @@ class Consumer:
         for partition, stream in enumerate(self.streams):
             try:
                 reply = await self.redis.xautoclaim(
-                    stream, keys.AGGREGATOR_GROUP, self.name, self.settings.claim_idle_ms,
-                    start_id="0-0", count=self.settings.consumer_batch,
+                    stream,
+                    keys.AGGREGATOR_GROUP,
+                    self.name,
+                    self.settings.claim_idle_ms,
+                    start_id="0-0",
+                    count=self.settings.consumer_batch,
                 )
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):
                     await self.ensure_groups()
                     continue
                 raise
-            claimed = [(_text(i), (f or {}).get(keys.EVENT_FIELD)) for i, f in reply[1] if i]
+            claimed = [
+                (housekeeping.text(i), (f or {}).get(keys.EVENT_FIELD)) for i, f in reply[1] if i
+            ]
             if not claimed:
                 continue
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -205,20 +235,26 @@ class Consumer:
             if isinstance(result, BaseException):
                 if isinstance(result, UNAVAILABLE):
                     raise result
-                log.exception("aggregator: partition %d batch failed; it will be retried",
-                              partition, exc_info=result)
+                log.exception(
+                    "aggregator: partition %d batch failed; it will be retried",
+                    partition,
+                    exc_info=result,
+                )
                 self.metrics.failed.labels("commit").inc(len(batch[partition]))
                 continue
             acks[partition], occurrences[partition] = result
-        await self._notify(occurrences)
-        async with self.redis.pipeline(transaction=False) as pipe:
+        rung = await housekeeping.ring(self.redis, self.settings, occurrences)
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip for both
+            housekeeping.clear_outbox(pipe, rung)
             for partition, ids in acks.items():
                 if ids:
                     pipe.xack(keys.events_stream(partition), keys.AGGREGATOR_GROUP, *ids)
             await pipe.execute()
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
-    async def _apply_partition(self, partition: int, entries: list[Entry]) -> tuple[list[str], list[Occurrence]]:
+    async def _apply_partition(
+        self, partition: int, entries: list[Entry]
+    ) -> tuple[list[str], list[Occurrence]]:
         limit = self.settings.max_deliveries
         letters: list[Letter] = []
         acks: list[str] = []
@@ -228,7 +264,9 @@ class Consumer:
             if raw is None:
                 acks.append(stream_id)  # trimmed while pending: nothing left to apply
             elif count > limit:
-                letters.append(Letter(stream_id, raw, f"delivered {count} times without success", count))
+                letters.append(
+                    Letter(stream_id, raw, f"delivered {count} times without success", count)
+                )
             else:
                 fresh.append((stream_id, raw))
         prepared = prepare(fresh)
@@ -241,106 +279,39 @@ class Consumer:
         raws = dict(fresh)
         for stream_id, reason in writes.failed:
             self.metrics.failed.labels("event").inc()
-            log.warning("aggregator: partition %d entry %s failed: %s", partition, stream_id, reason)
+            log.warning(
+                "aggregator: partition %d entry %s failed: %s", partition, stream_id, reason
+            )
             if deliveries[stream_id] >= limit:
-                letters.append(Letter(stream_id, raws.get(stream_id), reason, deliveries[stream_id]))
+                letters.append(
+                    Letter(stream_id, raws.get(stream_id), reason, deliveries[stream_id])
+                )
         occurrences = list(writes.occurrences)
         if letters:
-            occurrences += await deadletter.move(self.redis, self.settings, partition, letters, self.name)
+            occurrences += await deadletter.move(
+                self.redis, self.settings, partition, letters, self.name
+            )
             self.metrics.deadlettered.inc(len(letters))
         if result.history_size > store.history_cap(self.settings) * 1.05:
             await store.trim_history(self.redis, self.settings, partition)
         return acks + writes.done, occurrences
 
-    async def _notify(self, occurrences: dict[int, list[Occurrence]]) -> None:
-        """Ring the bell, then clear those outbox entries. On failure the outbox keeps them and
-        maintenance retries; the bell's dedup ids make a retry harmless."""
-        everything = [o for items in occurrences.values() for o in items]
-        if not everything:
-            return
-        try:
-            await notify.raise_many(self.redis, self.settings, everything)
-        except Exception:  # noqa: BLE001 - the outbox keeps them for the next attempt
-            log.exception("aggregator: notifications deferred to the next maintenance pass")
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for partition, items in occurrences.items():
-                if items:
-                    pipe.hdel(keys.outbox_key(partition), *[o.dedup_id for o in items])
-            await pipe.execute()
-
     # --- housekeeping --------------------------------------------------------------------
     async def maintenance(self) -> None:
         """Housekeeping; a failure here is logged and retried next time, never fatal."""
         for partition, stream in enumerate(self.streams):
-            for chore in (self._drain_outbox(partition), self._trim_events(partition, stream),
-                          store.prune_runs(self.redis, self.settings, partition)):
+            for chore in (
+                housekeeping.drain_outbox(self.redis, self.settings, partition),
+                housekeeping.trim_events(self.redis, self.metrics, partition, stream),
+                store.prune_runs(self.redis, self.settings, partition),
+            ):
                 try:
                     await chore
                 except ResponseError:
                     log.exception("aggregator: maintenance of partition %d failed", partition)
 
-    async def _drain_outbox(self, partition: int) -> None:
-        stored = await self.redis.hgetall(keys.outbox_key(partition))
-        if stored:
-            items = [Occurrence(**orjson.loads(v)) for v in stored.values()]
-            await self._notify({partition: items})
-
-    async def _trim_events(self, partition: int, stream: str) -> None:
-        """XTRIM MINID below the oldest entry the group still needs; refresh the gauges."""
-        try:
-            groups = await self.redis.xinfo_groups(stream)
-        except ResponseError:
-            return
-        group = next((g for g in groups if _text(g["name"]) == keys.AGGREGATOR_GROUP), None)
-        if group is None:
-            return
-        pending = int(group["pending"])
-        last = _text(group["last-delivered-id"])
-        keep_from = last
-        if pending:
-            summary = await self.redis.xpending(stream, keys.AGGREGATOR_GROUP)
-            if summary["min"] is not None:  # None: acknowledged meanwhile by another replica
-                keep_from = _text(summary["min"])
-        if keep_from != "0-0":
-            await self.redis.xtrim(stream, minid=keep_from, approximate=True)
-        lag = group.get("lag")
-        if lag is None:  # Redis < 7: count what follows the last delivered id (capped)
-            lag = len(await self.redis.xrange(stream, min=f"({last}", count=10_000))
-        self.metrics.pending.labels(str(partition)).set(pending)
-        self.metrics.lag.labels(str(partition)).set(int(lag or 0))
-
-    async def _idle(self) -> bool:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for partition, stream in enumerate(self.streams):
-                pipe.xinfo_groups(stream)
-                pipe.xrevrange(stream, count=1)
-                pipe.hlen(keys.outbox_key(partition))
-            replies = await pipe.execute()
-        for groups, newest, outbox in zip(replies[::3], replies[1::3], replies[2::3], strict=True):
-            group = next(g for g in groups if _text(g["name"]) == keys.AGGREGATOR_GROUP)
-            if int(group["pending"]) or int(outbox):
-                return False
-            if newest and _id(_text(newest[0][0])) > _id(_text(group["last-delivered-id"])):
-                return False  # arrived after the last read
-        return True
-
     async def ready(self) -> str | None:
-        try:
-            for stream in self.streams:
-                groups = await self.redis.xinfo_groups(stream)
-                if not any(_text(g["name"]) == keys.AGGREGATOR_GROUP for g in groups):
-                    return f"consumer group missing on {stream}"
-        except ResponseError as exc:
-            return f"consumer group missing: {exc}"
-        except UNAVAILABLE:
-            return "redis unreachable"
-        return None
-
-
-def _id(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
+        return await housekeeping.ready(self.redis, self.streams)
 
 
 def _sources(events: list[Any], applied: set[bytes]) -> dict[str, int]:

@@ -64,16 +64,27 @@ async def move(
             }
             if letter.raw is not None:
                 fields[keys.EVENT_FIELD] = letter.raw
-            pipe.xadd(keys.deadletter_stream(partition), fields, maxlen=DEADLETTER_MAX, approximate=True)
-            payload = {"id": letter.stream_id, "partition": partition, "error": letter.reason[:2000],
-                       "deliveries": letter.deliveries}
+            pipe.xadd(
+                keys.deadletter_stream(partition), fields, maxlen=DEADLETTER_MAX, approximate=True
+            )
+            payload = {
+                "id": letter.stream_id,
+                "partition": partition,
+                "error": letter.reason[:2000],
+                "deliveries": letter.deliveries,
+            }
             pipe.xadd(
                 keys.feed_stream(partition),
                 {keys.FEED_TYPE_FIELD: "deadletter", keys.FEED_DATA_FIELD: orjson.dumps(payload)},
                 maxlen=settings.feed_max,
                 approximate=True,
             )
-        pipe.hset(keys.outbox_key(partition), mapping={o.dedup_id: orjson.dumps(o.__dict__) for o in occurrences})
-        pipe.xack(keys.events_stream(partition), keys.AGGREGATOR_GROUP, *[x.stream_id for x in letters])
+        pipe.hset(
+            keys.outbox_key(partition),
+            mapping={o.dedup_id: orjson.dumps(o.__dict__) for o in occurrences},
+        )
+        pipe.xack(
+            keys.events_stream(partition), keys.AGGREGATOR_GROUP, *[x.stream_id for x in letters]
+        )
         await pipe.execute()
     return occurrences

@@ -43,6 +43,13 @@ class RunChange:
     before: dict[str, Any] | None  # the stored view when the batch started
     names: list[str] = field(default_factory=list)  # lifecycle names seen during the batch
     view: dict[str, Any] = field(default_factory=dict)  # rendered once, at the end of the batch
+    _json: bytes = b""
+
+    def encoded(self) -> bytes:
+        """The view as JSON, encoded once for the run hash and every feed entry."""
+        if not self._json:
+            self._json = orjson.dumps(self.view)
+        return self._json
 
 
 @dataclass
@@ -125,7 +132,9 @@ def _effect(
         ev.complete_name(event, runs.get(facts, "name") if facts else None)
         new_facts = runs.merge(facts or runs.new_facts(run_id, kind), event)
         change = RunChange(new_facts, before, names + runs.lifecycle(facts, new_facts))
-        newly_failed = runs.facts_state(new_facts) == "failed" and runs.facts_state(facts) != "failed"
+        newly_failed = (
+            runs.facts_state(new_facts) == "failed" and runs.facts_state(facts) != "failed"
+        )
         if kind == "llmonitor" and newly_failed:
             occurrences.append(_run_failed(new_facts, event))
     counters = _event_counters(event)
@@ -174,9 +183,15 @@ def _usage(out: Deltas, model: str | None, prompt: int, completion: int, sign: i
     if price is not None:
         out.append((stats.COST, sign * nanos))
     if model:
-        out += ((stats.model(model, "tp"), sign * prompt), (stats.model(model, "tc"), sign * completion))
+        out += (
+            (stats.model(model, "tp"), sign * prompt),
+            (stats.model(model, "tc"), sign * completion),
+        )
         if price is not None:
-            out += ((stats.model(model, "cost"), sign * nanos), (stats.model(model, "priced"), sign))
+            out += (
+                (stats.model(model, "cost"), sign * nanos),
+                (stats.model(model, "priced"), sign),
+            )
 
 
 def _duration(out: Deltas, model: str, duration_ms: float) -> None:
@@ -198,9 +213,11 @@ def _run_counters(before: dict[str, Any] | None, after: dict[str, Any]) -> Delta
         if model:
             out.append((stats.model(model, "n"), sign * view["events"]))
             out.append((stats.model(model, "err"), sign * view.get("failed_events", 0)))
-    if after["duration_ms"] is not None and (before is None or before["duration_ms"] is None):
-        if after["model"]:
-            _duration(out, after["model"], after["duration_ms"])
+    newly_timed = after["duration_ms"] is not None and (
+        before is None or before["duration_ms"] is None
+    )
+    if newly_timed and after["model"]:
+        _duration(out, after["model"], after["duration_ms"])
     return out
 
 
@@ -245,15 +262,19 @@ def _run_feed(change: RunChange) -> list[Feed]:
     names = list(dict.fromkeys(change.names))
     specific = [n for n in names if n != "run.updated"]
     final = runs.state(change.view)
-    chosen = [n for n in specific if n not in ("run.completed", "run.failed") or n == f"run.{final}"]
+    chosen = [
+        n for n in specific if n not in ("run.completed", "run.failed") or n == f"run.{final}"
+    ]
     if not chosen and change.view != change.before:
         chosen = ["run.updated"]  # e.g. feedback, output, tokens
+    view = change.encoded()
     out: list[Feed] = []
     for name in chosen:
-        payload: dict[str, Any] = {"run": change.view}
         if name == "run.failed":
-            payload["error"] = change.view.get("error")
-        out.append((name, orjson.dumps(payload)))
+            error = orjson.dumps(change.view.get("error"))
+            out.append((name, b'{"run":' + view + b',"error":' + error + b"}"))
+        else:
+            out.append((name, b'{"run":' + view + b"}"))
     return out
 
 
@@ -266,9 +287,15 @@ def _message(error: Any) -> str:
 def _run_failed(facts: runs.Facts, event: ev.Event) -> Occurrence:
     task = runs.get(facts, "name") or runs.get(facts, "type") or "run"
     return Occurrence(
-        kind="run.failed", severity="error", task_name=str(task), end_reason="failed",
-        title=f"{task} failed", body=_message(runs.get(facts, "error")) or f"run {facts['id']} failed",
-        run_id=facts["id"], occurred_at=event.timestamp, dedup_id=event.id,
+        kind="run.failed",
+        severity="error",
+        task_name=str(task),
+        end_reason="failed",
+        title=f"{task} failed",
+        body=_message(runs.get(facts, "error")) or f"run {facts['id']} failed",
+        run_id=facts["id"],
+        occurred_at=event.timestamp,
+        dedup_id=event.id,
     )
 
 
@@ -279,7 +306,13 @@ def _event_failed(event: ev.Event) -> Occurrence:
         f"{event.event_type} event with status {event.status}"
     )
     return Occurrence(
-        kind="run.failed", severity="error", task_name=command, end_reason="failed",
-        title=f"{command} failed", body=body, run_id=ev.session_id(event) or event.id,
-        occurred_at=event.timestamp, dedup_id=event.id,
+        kind="run.failed",
+        severity="error",
+        task_name=command,
+        end_reason="failed",
+        title=f"{command} failed",
+        body=body,
+        run_id=ev.session_id(event) or event.id,
+        occurred_at=event.timestamp,
+        dedup_id=event.id,
     )

@@ -45,9 +45,24 @@ def run_of(event: Event) -> tuple[str, str, str | None] | None:
 
 
 def new_facts(run_id: str, kind: str) -> Facts:
-    return {"id": run_id, "kind": kind, "reg": {}, "tags": [], "feedback": {}, "n": 0,
-            "running": False, "ended": False, "failed": False,
-            "start": None, "end": None, "created": None, "first_ms": None, "wp": 0, "wc": 0, "nf": 0}
+    return {
+        "id": run_id,
+        "kind": kind,
+        "reg": {},
+        "tags": [],
+        "feedback": {},
+        "n": 0,
+        "running": False,
+        "ended": False,
+        "failed": False,
+        "start": None,
+        "end": None,
+        "created": None,
+        "first_ms": None,
+        "wp": 0,
+        "wc": 0,
+        "nf": 0,
+    }
 
 
 def _min(a: float | None, b: float | None) -> float | None:
@@ -174,7 +189,7 @@ def _estimate(counter: Any, *args: Any) -> int | None:
     """An estimate is a nicety: a tokenizer failure leaves the count unknown, not the run."""
     try:
         return counter(*args)  # type: ignore[no-any-return]
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.warning("token estimate failed", exc_info=True)
         return None
 
@@ -193,7 +208,7 @@ def render(facts: Facts) -> dict[str, Any]:
     model = run_model(facts)
     try:
         price = cost.cost_usd(model, prompt, completion) if model else None
-    except Exception:  # noqa: BLE001 - a price-database surprise must not stop the run
+    except Exception:
         log.warning("cost lookup failed for %r", model, exc_info=True)
         price = None
     return {
@@ -207,7 +222,9 @@ def render(facts: Facts) -> dict[str, Any]:
         "start_at": rfc3339(start) if start is not None else None,
         "end_at": rfc3339(end) if end is not None else None,
         "created_at": rfc3339(facts["created"]) if facts["created"] is not None else None,
-        "duration_ms": round((end - start) * 1000) if start is not None and end is not None else None,
+        "duration_ms": round((end - start) * 1000)
+        if start is not None and end is not None
+        else None,
         "parent_run_id": get(facts, "parent"),
         "model": model,
         "tags": list(facts["tags"]),

@@ -33,133 +33,91 @@ for r = 1, nr do
   local fvn = redis.call('HMGET', KEYS[nb + r], 'f', 'v', 'n')
   out[#out + 1] = fvn[1] or ''
   out[#out + 1] = fvn[2] or ''
-  out[#out + 1] = fvn[3] or '0''
+  out[#out + 1] = fvn[3] or '0'
 end
 return out
 """
 
 # KEYS: stats, history ids, history data, history index registry, feed, outbox, marker set,
-# run index registry. ARGV: sections, each introduced by its item count (see store._commit_args).
+# run index registry. ARGV[1]: the write set as one MessagePack map (see store._write_set);
+# every number in it is a string, so Lua's doubles never reformat one (1e+15).
+# Returns 1 when written, 0 when a check failed (nothing written).
 COMMIT = """
-local pos = 0
-local function nxt() pos = pos + 1 return ARGV[pos] end
-local function num() return tonumber(nxt()) end
-local function take(n)
-  local t = {}
-  for i = 1, n do t[i] = nxt() end
-  return t
-end
-local function chunked(cmd, key, list, head)
+local w = cmsgpack.unpack(ARGV[1])
+local function chunked(cmd, key, list)
   local i = 1
   while i <= #list do
     local j = math.min(#list, i + 3999)
-    if head then
-      redis.call(cmd, key, head, unpack(list, i, j))
-    else
-      redis.call(cmd, key, unpack(list, i, j))
-    end
+    redis.call(cmd, key, unpack(list, i, j))
     i = j + 1
   end
 end
 
-local type_field, data_field = nxt(), nxt()
-
 -- compare-and-set: nothing is written if, since the caller read them, one of these events was
 -- applied by someone else or one of these runs changed (their version `n` moved)
-local buckets = take(num())
-local markers = take(num())
-for _, bucket in ipairs(buckets) do
-  if #markers > 0 and redis.call('EXISTS', bucket) == 1 then
-    local i = 1
-    while i <= #markers do
-      local j = math.min(#markers, i + 3999)
-      for _, hit in ipairs(redis.call('SMISMEMBER', bucket, unpack(markers, i, j))) do
-        if hit == 1 then return 0 end
+local markers = w.markers
+if #markers > 0 then
+  for _, bucket in ipairs(w.buckets) do
+    if redis.call('EXISTS', bucket) == 1 then
+      local i = 1
+      while i <= #markers do
+        local j = math.min(#markers, i + 3999)
+        for _, hit in ipairs(redis.call('SMISMEMBER', bucket, unpack(markers, i, j))) do
+          if hit == 1 then return 0 end
+        end
+        i = j + 1
       end
-      i = j + 1
     end
   end
 end
-local versions = take(2 * num())
-for i = 1, #versions, 2 do
-  if (redis.call('HGET', versions[i], 'n') or '0') ~= versions[i + 1] then return 0 end
+for _, check in ipairs(w.versions) do
+  if (redis.call('HGET', check[1], 'n') or '0') ~= check[2] then return 0 end
 end
 
 -- dedup markers
-local marker_expire = nxt()
 if #markers > 0 then
   chunked('SADD', KEYS[7], markers)
-  redis.call('EXPIREAT', KEYS[7], marker_expire)
+  redis.call('EXPIREAT', KEYS[7], w.marker_expire)
 end
 
--- stats counters, first-event time
-for i = 1, num() do
-  redis.call('HINCRBY', KEYS[1], nxt(), nxt())
-end
-local since = nxt()
-if since ~= '' then redis.call('HSETNX', KEYS[1], 'since', since) end
-
--- events per second buckets
-local eps_ttl = nxt()
-for i = 1, num() do
-  local key = nxt()
-  redis.call('INCRBY', key, nxt())
-  redis.call('EXPIRE', key, eps_ttl)
+-- stats counters, first-event time, events per second
+for _, c in ipairs(w.counters) do redis.call('HINCRBY', KEYS[1], c[1], c[2]) end
+if w.since ~= '' then redis.call('HSETNX', KEYS[1], 'since', w.since) end
+for _, e in ipairs(w.eps) do
+  redis.call('INCRBY', e[1], e[2])
+  redis.call('EXPIRE', e[1], w.eps_ttl)
 end
 
--- history
-local n = num()
-local ids, data = {}, {}
-for i = 1, n do
-  local member, raw = nxt(), nxt()
-  ids[#ids + 1] = '0'
-  ids[#ids + 1] = member
-  data[#data + 1] = member
-  data[#data + 1] = raw
+-- history: ids and data as flat lists, then one index list per (field, value)
+if #w.history_ids > 0 then
+  chunked('ZADD', KEYS[2], w.history_ids)
+  chunked('HSET', KEYS[3], w.history_data)
 end
-if n > 0 then
-  chunked('ZADD', KEYS[2], ids)
-  chunked('HSET', KEYS[3], data)
-end
-for g = 1, num() do
-  local key, members = nxt(), {}
-  for i = 1, num() do
-    members[#members + 1] = '0'
-    members[#members + 1] = nxt()
-  end
-  chunked('ZADD', key, members)
-  redis.call('SADD', KEYS[4], key)
+for _, index in ipairs(w.indexes) do
+  chunked('ZADD', index[1], index[2])
+  redis.call('SADD', KEYS[4], index[1])
 end
 
--- runs: facts + view, expiry, index moves
-for i = 1, num() do
-  local key = nxt()
-  redis.call('HSET', key, 'f', nxt(), 'v', nxt(), 'n', nxt())
-  redis.call('EXPIREAT', key, nxt())
+-- runs: facts + view + version, expiry, index moves
+for _, run in ipairs(w.runs) do
+  redis.call('HSET', run[1], 'f', run[2], 'v', run[3], 'n', run[4])
+  redis.call('EXPIREAT', run[1], run[5])
 end
-for g = 1, num() do
-  local key = nxt()
-  chunked('ZREM', key, take(num()))
+for _, index in ipairs(w.run_removes) do chunked('ZREM', index[1], index[2]) end
+for _, index in ipairs(w.run_adds) do
+  chunked('ZADD', index[1], index[2])
+  redis.call('SADD', KEYS[8], index[1])
 end
-for g = 1, num() do
-  local key = nxt()
-  chunked('ZADD', key, take(2 * num()))
-  redis.call('SADD', KEYS[8], key)
-end
-local children_ttl = nxt()
-for i = 1, num() do
-  local key = nxt()
-  redis.call('SADD', key, nxt())
-  redis.call('EXPIRE', key, children_ttl)
+for _, child in ipairs(w.children) do
+  redis.call('SADD', child[1], child[2])
+  redis.call('EXPIRE', child[1], w.children_ttl)
 end
 
 -- feed entries, notification outbox
-local maxlen = nxt()
-for i = 1, num() do
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*', type_field, nxt(), data_field, nxt())
+for _, entry in ipairs(w.feed) do
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', w.feed_max, '*', w.type_field, entry[1], w.data_field, entry[2])
 end
-local outbox = take(2 * num())
-if #outbox > 0 then chunked('HSET', KEYS[6], outbox) end
+if #w.outbox > 0 then chunked('HSET', KEYS[6], w.outbox) end
 return 1
 """
 

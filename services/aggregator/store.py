@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from msgspec import msgpack
 from redis.asyncio import Redis
 
 from services.aggregator import scripts
@@ -41,7 +42,6 @@ from shared.settings import Settings
 MAX_ATTEMPTS = 50
 EPS_TTL_S = 120
 RUN_INDEXED = ("status", "end_reason", "task_name", "app")
-
 
 
 @dataclass
@@ -77,11 +77,14 @@ async def commit(redis: Redis, settings: Settings, partition: int, prepared: Pre
         now = time.time()
         buckets, current = dedup_buckets(settings, now)
         bucket_keys = [keys.dedup_key(partition, b) for b in buckets]
-        applied, stored, versions, size = await _read(redis, partition, bucket_keys, digests, run_ids)
+        applied, stored, versions, size = await _read(
+            redis, partition, bucket_keys, digests, run_ids
+        )
         writes = fold(prepared, applied, stored)
         expected = {keys.run_key(partition, r): versions[r] for r in writes.runs}
-        args = _commit_args(settings, partition, writes, current, (bucket_keys, expected))
-        if await redis.eval(scripts.COMMIT, len(_COMMIT_KEYS), *_commit_keys(partition, current), *args):
+        blob = _write_set(settings, partition, writes, current, (bucket_keys, expected))
+        commit_keys = _commit_keys(partition, current)
+        if await redis.eval(scripts.COMMIT, len(commit_keys), *commit_keys, blob):
             return Commit(writes, attempt, size + len(writes.history))
         # Someone applied one of these events or changed one of these runs meanwhile.
         await asyncio.sleep(random.uniform(0, 0.001 * (attempt + 1)))
@@ -91,67 +94,86 @@ async def commit(redis: Redis, settings: Settings, partition: int, prepared: Pre
 async def _read(
     redis: Redis, partition: int, bucket_keys: list[str], digests: list[bytes], run_ids: list[str]
 ) -> tuple[set[bytes], dict[str, tuple[dict[str, Any], dict[str, Any]]], dict[str, str], int]:
-    script_keys = [*bucket_keys, *(keys.run_key(partition, r) for r in run_ids), keys.history_ids(partition)]
-    reply = await redis.eval(scripts.LOAD, len(script_keys), *script_keys,
-                             len(bucket_keys), len(run_ids), *digests)
+    script_keys = [
+        *bucket_keys,
+        *(keys.run_key(partition, r) for r in run_ids),
+        keys.history_ids(partition),
+    ]
+    reply = await redis.eval(
+        scripts.LOAD, len(script_keys), *script_keys, len(bucket_keys), len(run_ids), *digests
+    )
     flags, size, runs = reply[0], int(reply[1]), reply[2:]
     applied = {d for d, flag in zip(digests, flags, strict=True) if flag == ord("1")}
     stored = {}
     versions = {}
-    for run_id, facts, view, version in zip(run_ids, runs[::3], runs[1::3], runs[2::3], strict=True):
+    for run_id, facts, view, version in zip(
+        run_ids, runs[::3], runs[1::3], runs[2::3], strict=True
+    ):
         versions[run_id] = version.decode()
         if facts and view:
             stored[run_id] = (orjson.loads(facts), orjson.loads(view))
     return applied, stored, versions, size
 
 
-_COMMIT_KEYS = ("stats", "history_ids", "history_data", "history_indexes", "feed", "outbox",
-                "markers", "runs_indexes")
+_COMMIT_KEYS = (
+    "stats",
+    "history_ids",
+    "history_data",
+    "history_indexes",
+    "feed",
+    "outbox",
+    "markers",
+    "runs_indexes",
+)
 
 
 def _commit_keys(p: int, bucket: int) -> list[str]:
-    return [keys.stats_key(p), keys.history_ids(p), keys.history_data(p), keys.history_indexes(p),
-            keys.feed_stream(p), keys.outbox_key(p), keys.dedup_key(p, bucket), keys.runs_indexes(p)]
+    return [
+        keys.stats_key(p),
+        keys.history_ids(p),
+        keys.history_data(p),
+        keys.history_indexes(p),
+        keys.feed_stream(p),
+        keys.outbox_key(p),
+        keys.dedup_key(p, bucket),
+        keys.runs_indexes(p),
+    ]
 
 
-def _commit_args(
+def _write_set(
     settings: Settings, p: int, ws: WriteSet, bucket: int, checks: tuple[list[str], dict[str, str]]
-) -> list[Any]:
-    """The write set as the flat, count-prefixed sections scripts.COMMIT reads."""
+) -> bytes:
+    """The write set as the one MessagePack map scripts.COMMIT reads (numbers as strings)."""
     bucket_keys, versions = checks
-    args: list[Any] = [keys.FEED_TYPE_FIELD, keys.FEED_DATA_FIELD]
-    args += [len(bucket_keys), *bucket_keys, len(ws.markers), *ws.markers, len(versions)]
-    for run_key, version in versions.items():
-        args += (run_key, version)
-    args.append((bucket + 1) * bucket_span(settings) + settings.dedup_window_s)
-    counters = [(f, n) for f, n in ws.stats.items() if n]
-    args.append(len(counters))
-    for field, amount in counters:
-        args += (field, amount)
-    args.append(ws.since_ms if ws.since_ms is not None else "")
-    args += [EPS_TTL_S, len(ws.eps)]
-    for second, count in ws.eps.items():
-        args += (keys.eps_key(p, second), count)
-    args.append(len(ws.history))
     by_index: dict[str, list[str]] = defaultdict(list)
+    ids: list[str] = []
+    data: list[Any] = []
     for member, raw, indexes in ws.history:
-        args += (member, raw)
+        ids += ("0", member)
+        data += (member, raw)
         for field, value in indexes:
-            by_index[keys.history_index(p, field, value)].append(member)
-    args.append(len(by_index))
-    for index, members in by_index.items():
-        args += [index, len(members), *members]
-    args += _run_args(settings, p, ws.runs)
-    args += [settings.run_retention_s, len(ws.children)]
-    for parent, child in ws.children:
-        args += (keys.run_children(p, parent), child)
-    args += [settings.feed_max, len(ws.feed)]
-    for name, data in ws.feed:
-        args += (name, data)
-    args.append(len(ws.occurrences))
-    for occ in ws.occurrences:
-        args += (occ.dedup_id, orjson.dumps(occ.__dict__))
-    return args
+            by_index[keys.history_index(p, field, value)] += ("0", member)
+    return msgpack.encode({
+        "type_field": keys.FEED_TYPE_FIELD,
+        "data_field": keys.FEED_DATA_FIELD,
+        "buckets": bucket_keys,
+        "markers": ws.markers,
+        "versions": list(versions.items()),
+        "marker_expire": str((bucket + 1) * bucket_span(settings) + settings.dedup_window_s),
+        "counters": [(f, str(n)) for f, n in ws.stats.items() if n],
+        "since": str(ws.since_ms) if ws.since_ms is not None else "",
+        "eps_ttl": str(EPS_TTL_S),
+        "eps": [(keys.eps_key(p, second), str(n)) for second, n in ws.eps.items()],
+        "history_ids": ids,
+        "history_data": data,
+        "indexes": list(by_index.items()),
+        **_run_writes(settings, p, ws.runs),
+        "children_ttl": str(settings.run_retention_s),
+        "children": [(keys.run_children(p, parent), child) for parent, child in ws.children],
+        "feed_max": str(settings.feed_max),
+        "feed": ws.feed,
+        "outbox": [x for o in ws.occurrences for x in (o.dedup_id, orjson.dumps(o.__dict__))],
+    })  # fmt: skip
 
 
 def _run_index_values(view: dict[str, Any] | None) -> set[tuple[str, str]]:
@@ -160,32 +182,33 @@ def _run_index_values(view: dict[str, Any] | None) -> set[tuple[str, str]]:
     return {(f, str(view[f])) for f in RUN_INDEXED if view.get(f) not in (None, "")}
 
 
-def _run_args(settings: Settings, p: int, changes: dict[str, RunChange]) -> list[Any]:
-    args: list[Any] = [len(changes)]
-    adds: dict[str, list[Any]] = defaultdict(list)
+def _run_writes(settings: Settings, p: int, changes: dict[str, RunChange]) -> dict[str, Any]:
+    runs: list[tuple[Any, ...]] = []
+    adds: dict[str, list[str]] = defaultdict(list)
     removes: dict[str, list[str]] = defaultdict(list)
     for run_id, change in changes.items():
-        first_ms = int(change.facts["first_ms"])
-        args += (keys.run_key(p, run_id), orjson.dumps(change.facts), orjson.dumps(change.view),
-                 change.facts["n"], first_ms // 1000 + settings.run_retention_s)
+        first_ms = str(int(change.facts["first_ms"]))
+        expire = str(int(change.facts["first_ms"]) // 1000 + settings.run_retention_s)
+        key = keys.run_key(p, run_id)
+        runs.append(
+            (key, orjson.dumps(change.facts), change.encoded(), str(change.facts["n"]), expire)
+        )
         adds[keys.runs_index(p)] += (first_ms, run_id)
         old, new = _run_index_values(change.before), _run_index_values(change.view)
         for field, value in old - new:
             removes[keys.runs_index(p, field, value)].append(run_id)
         for field, value in new:
             adds[keys.runs_index(p, field, value)] += (first_ms, run_id)
-    args.append(len(removes))
-    for index, members in removes.items():
-        args += [index, len(members), *members]
-    args.append(len(adds))
-    for index, scored in adds.items():
-        args += [index, len(scored) // 2, *scored]
-    return args
+    return {"runs": runs, "run_removes": list(removes.items()), "run_adds": list(adds.items())}
 
 
 async def trim_history(redis: Redis, settings: Settings, partition: int) -> int:
     script = redis.register_script(scripts.TRIM_HISTORY)
-    keys_ = [keys.history_ids(partition), keys.history_data(partition), keys.history_indexes(partition)]
+    keys_ = [
+        keys.history_ids(partition),
+        keys.history_data(partition),
+        keys.history_indexes(partition),
+    ]
     return int(await script(keys=keys_, args=[history_cap(settings)]))
 
 

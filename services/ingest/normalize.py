@@ -92,7 +92,9 @@ def format_timestamp(moment: datetime) -> str:
 
 
 def now_timestamp() -> str:
-    return format_timestamp(datetime.now(UTC))
+    """The receive time, to the millisecond (as clients' own timestamps usually are)."""
+    now = datetime.now(UTC)
+    return format_timestamp(now.replace(microsecond=now.microsecond // 1000 * 1000))
 
 
 def parse_timestamp(value: Any) -> str:

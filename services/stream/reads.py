@@ -20,9 +20,14 @@ from shared.access import require_admin, require_read
 from shared.errors import ErrorDetail, NotFound, Unprocessable
 from shared.service import Context
 
-RUN_STATUSES = {"pending": ("status", "pending"), "running": ("status", "running"),
-                "ended": ("status", "ended"), "success": ("end_reason", "success"),
-                "completed": ("end_reason", "success"), "failed": ("end_reason", "failed")}
+RUN_STATUSES = {
+    "pending": ("status", "pending"),
+    "running": ("status", "running"),
+    "ended": ("status", "ended"),
+    "success": ("end_reason", "success"),
+    "completed": ("end_reason", "success"),
+    "failed": ("end_reason", "failed"),
+}
 MAX_RUN_OFFSET = 10_000
 ShortText = Annotated[str | None, Query(max_length=512)]
 
@@ -48,9 +53,17 @@ def create_router(ctx: Context) -> APIRouter:
             try:
                 cursor = history.decode_cursor(before)
             except ValueError as exc:
-                raise Unprocessable("invalid cursor", errors=[ErrorDetail("query.before", str(exc), before)]) from None
-        query = history.Query(limit=limit, before=cursor, event_type=event_type or None,
-                              model=model or None, source=source or None, q=q or None)
+                raise Unprocessable(
+                    "invalid cursor", errors=[ErrorDetail("query.before", str(exc), before)]
+                ) from None
+        query = history.Query(
+            limit=limit,
+            before=cursor,
+            event_type=event_type or None,
+            model=model or None,
+            source=source or None,
+            q=q or None,
+        )
         items, next_cursor = await history.read_page(redis, partitions, query)
         return {"items": items, "next_cursor": next_cursor}
 
@@ -73,14 +86,19 @@ def create_router(ctx: Context) -> APIRouter:
         if status:
             if status not in RUN_STATUSES:
                 allowed = ", ".join(sorted(RUN_STATUSES))
-                raise Unprocessable("unknown status", errors=[ErrorDetail("query.status", f"one of {allowed}", status)])
+                raise Unprocessable(
+                    "unknown status",
+                    errors=[ErrorDetail("query.status", f"one of {allowed}", status)],
+                )
             filters.append(RUN_STATUSES[status])
         filters += [(f, v) for f, v in (("task_name", task_name), ("app", app)) if v]
         items, total = await list_runs(redis, partitions, filters, limit, offset)
         return {"items": items, "total": total}
 
     @router.get("/api/runs/{run_id}", summary="One run with its children")
-    async def get_run(request: Request, run_id: Annotated[str, Path(max_length=512)]) -> dict[str, Any]:
+    async def get_run(
+        request: Request, run_id: Annotated[str, Path(max_length=512)]
+    ) -> dict[str, Any]:
         require_read(request, settings)
         run = await read_run(redis, partitions, run_id)
         if run is None:
@@ -108,15 +126,23 @@ def create_router(ctx: Context) -> APIRouter:
         await notify.read_all(redis, settings)
         return Response(status_code=204)
 
-    @router.post("/api/notifications/{notification_id}/read", status_code=204, summary="Mark one read")
-    async def read_one(request: Request, notification_id: Annotated[str, Path(max_length=64)]) -> Response:
+    @router.post(
+        "/api/notifications/{notification_id}/read", status_code=204, summary="Mark one read"
+    )
+    async def read_one(
+        request: Request, notification_id: Annotated[str, Path(max_length=64)]
+    ) -> Response:
         require_read(request, settings)
         if not await notify.set_read(redis, settings, notification_id, True):
             raise NotFound(f"no notification {notification_id!r}")
         return Response(status_code=204)
 
-    @router.post("/api/notifications/{notification_id}/unread", status_code=204, summary="Mark one unread")
-    async def unread_one(request: Request, notification_id: Annotated[str, Path(max_length=64)]) -> Response:
+    @router.post(
+        "/api/notifications/{notification_id}/unread", status_code=204, summary="Mark one unread"
+    )
+    async def unread_one(
+        request: Request, notification_id: Annotated[str, Path(max_length=64)]
+    ) -> Response:
         require_read(request, settings)
         if not await notify.set_read(redis, settings, notification_id, False):
             raise NotFound(f"no notification {notification_id!r}")

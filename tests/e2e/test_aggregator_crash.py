@@ -35,25 +35,49 @@ def workload(rng: random.Random) -> list[dict[str, Any]]:
         kind = rng.random()
         if kind < 0.6:
             status = "failed" if rng.random() < 0.05 else "completed"
-            events.append(webhook("completion", status, command=f"cmd{rng.randrange(5)}",
-                                  metadata={"tokens": rng.randrange(1, 500), "session_id": f"s{rng.randrange(300)}"}))
+            events.append(
+                webhook(
+                    "completion",
+                    status,
+                    command=f"cmd{rng.randrange(5)}",
+                    metadata={
+                        "tokens": rng.randrange(1, 500),
+                        "session_id": f"s{rng.randrange(300)}",
+                    },
+                )
+            )
         else:
             run = f"run-{len(events)}"
             events.append(llmonitor("start", run, name="gpt-4o", input="hello"))
-            events.append(llmonitor("end", run, timestamp="2026-01-01T00:00:01.000Z",
-                                    tokensUsage={"prompt": 3, "completion": 4}))
+            events.append(
+                llmonitor(
+                    "end",
+                    run,
+                    timestamp="2026-01-01T00:00:01.000Z",
+                    tokensUsage={"prompt": 3, "completion": 4},
+                )
+            )
     return events[:TOTAL]
 
 
 def start(port: int, redis_url: str, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMWATCH_")}
-    env.update(REDIS_URL=redis_url, LLMWATCH_PARTITIONS=str(PARTITIONS), LLMWATCH_CLAIM_IDLE_MS="300",
-               LLMWATCH_CONSUMER_BATCH="200", LLMWATCH_CONSUMER_BLOCK_MS="100",
-               LLMWATCH_CONFIG=str(log.parent / "absent.toml"))
+    env.update(
+        REDIS_URL=redis_url,
+        LLMWATCH_PARTITIONS=str(PARTITIONS),
+        LLMWATCH_CLAIM_IDLE_MS="300",
+        LLMWATCH_CONSUMER_BATCH="200",
+        LLMWATCH_CONSUMER_BLOCK_MS="100",
+        LLMWATCH_CONFIG=str(log.parent / "absent.toml"),
+    )
     cli = Path(sys.executable).with_name("llmwatch")
     with log.open("ab") as out:
-        return subprocess.Popen([str(cli), "serve", "aggregator", "--port", str(port)], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [str(cli), "serve", "aggregator", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 async def applied(redis: Redis) -> int:
@@ -112,8 +136,9 @@ async def test_kill_9_twice_then_restart_loses_and_repeats_nothing(
     stats = await read_stats(redis, PARTITIONS)
     webhooks = [e for e in events if e["source"] == "webhook"]
     assert stats["total"] == TOTAL
-    assert stats["by_source"] == {k: v for k, v in
-                                  {"llmonitor": TOTAL - len(webhooks), "webhook": len(webhooks)}.items() if v}
+    assert stats["by_source"] == {
+        k: v for k, v in {"llmonitor": TOTAL - len(webhooks), "webhook": len(webhooks)}.items() if v
+    }
     assert stats["by_status"].get("failed", 0) == sum(e["status"] == "failed" for e in events)
     completion = sum(e["metadata"]["tokens"] for e in webhooks)
     completion += sum(e["metadata"].get("tokensUsage", {}).get("completion", 0) for e in events)
@@ -122,7 +147,8 @@ async def test_kill_9_twice_then_restart_loses_and_repeats_nothing(
     seen = [i["id"] for i in items]
     while cursor:
         items, cursor = await history.read_page(
-            redis, PARTITIONS, history.Query(limit=5000, before=history.decode_cursor(cursor)))
+            redis, PARTITIONS, history.Query(limit=5000, before=history.decode_cursor(cursor))
+        )
         seen += [i["id"] for i in items]
     assert len(seen) == TOTAL and set(seen) == {e["id"] for e in events}
     assert "Traceback" not in log.read_text()

@@ -109,7 +109,39 @@ def test_up_serves_and_the_cli_commands_work(
     lines = [orjson.loads(line) for line in tailed.stdout.splitlines()]
     assert len(lines) == 3 and all({"id", "source", "timestamp"} <= set(e) for e in lines)
 
+    # tail --follow prints what arrives, and Ctrl-C ends it
+    follower = subprocess.Popen(
+        [*llmwatch(), "tail", "-f", "-n", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint,
+    )
+    try:
+        marker = {**EVENT, "command": "followed"}
+        os.set_blocking(follower.stdout.fileno(), False)  # type: ignore[union-attr]
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b'"followed"' not in seen:  # post until the follower (once started) prints one
+            assert time.monotonic() < deadline and follower.poll() is None
+            httpx.post(f"{url}/api/open-wrapper", json=marker)
+            time.sleep(0.2)
+            seen += follower.stdout.read() or b""  # type: ignore[union-attr]
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(timeout=15) == 0
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+        follower.stdout.close()  # type: ignore[union-attr]
+        follower.stderr.close()  # type: ignore[union-attr]
+
     stop(proc, signal.SIGTERM, Path(env["LLMWATCH_DATA_DIR"]))
+
+
+def _default_sigint() -> None:
+    # A child of a non-interactive shell may inherit SIGINT ignored; a user's terminal does not.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_ctrl_c_stops_everything(

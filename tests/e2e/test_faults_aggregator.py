@@ -41,34 +41,26 @@ async def test_aggregator_killed_at_random_moments_loses_and_repeats_nothing(pro
     ledger = loadgen.Ledger()
     stop = asyncio.Event()
     redis = Redis.from_url(procs.redis.url)
-    async with httpx.AsyncClient(timeout=10) as client:
-        load = asyncio.create_task(
-            loadgen.load(client, lambda: ingest.url, ledger, stop, workers=4, max_requests=400)
-        )
-        try:
-            for _ in range(KILLS):
-                await asyncio.sleep(rng.uniform(0.3, 1.5))  # a random moment of sustained load
-                await asyncio.to_thread(aggregator.kill)
-                await asyncio.sleep(rng.uniform(0.0, 0.5))  # events pile up meanwhile
-                await asyncio.to_thread(aggregator.start)
-            await asyncio.sleep(0.5)
-        finally:
-            stop.set()
-            await load
-        assert ledger.statuses() == {200: len(ledger.attempts)}  # ingest never noticed
-        assert len(ledger.acked) > 500, "the load was not sustained"
-        try:
-            await loadgen.until(lambda: loadgen.aggregator_idle(redis, PARTITIONS), timeout=20)
-        except AssertionError:
-            import sys; sys.path.insert(0, "/tmp/probe"); import dbg
-            await dbg.dump(procs.redis.url, PARTITIONS)
-            print(aggregator.log_tail(80))
-            raise
-        await loadgen.expect_exactly(client, reader.url, ledger)
-        assert aggregator.starts == KILLS + 1
-        processed = await asyncio.to_thread(
-            aggregator.metric, "llmwatch_aggregator_events_failed_total"
-        )
-        assert processed == 0
-    await redis.aclose()
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            load = asyncio.create_task(
+                loadgen.load(client, lambda: ingest.url, ledger, stop, max_requests=400)
+            )
+            try:
+                for _ in range(KILLS):
+                    await asyncio.sleep(rng.uniform(0.2, 1.2))  # a random moment under load
+                    await asyncio.to_thread(aggregator.kill)
+                    await asyncio.sleep(rng.uniform(0.0, 0.4))  # events pile up meanwhile
+                    await asyncio.to_thread(aggregator.start)
+            finally:
+                stop.set()
+                await load
+            assert ledger.statuses() == {200: len(ledger.attempts)}  # ingest never noticed
+            assert len(ledger.acked) > 500, "the load was not sustained"
+            await loadgen.drained(redis, PARTITIONS, aggregator)
+            await loadgen.expect_exactly(client, reader.url, ledger, PARTITIONS)
+    finally:
+        await redis.aclose()
+    assert aggregator.starts == KILLS + 1
+    assert aggregator.metric("llmwatch_aggregator_events_failed_total") == 0
     assert "Traceback" not in aggregator.log_text()

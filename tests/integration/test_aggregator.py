@@ -35,7 +35,9 @@ async def history_ids(redis: Redis, partitions: int) -> list[str]:
     return [i["id"] for i in items]
 
 
-async def test_drain_applies_everything_once(redis: Redis, make_settings: Callable[..., Settings]) -> None:
+async def test_drain_applies_everything_once(
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
     settings = make_settings(partitions=4)
     events = batch(300)
     await publish(redis, settings, events)
@@ -47,7 +49,9 @@ async def test_drain_applies_everything_once(redis: Redis, make_settings: Callab
     assert feed == 300  # one `event` entry each (no runs in this batch)
 
 
-async def test_client_resend_with_same_id_counts_once(redis: Redis, make_settings: Callable[..., Settings]) -> None:
+async def test_client_resend_with_same_id_counts_once(
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
     settings = make_settings(partitions=2)
     events = batch(50)
     await publish(redis, settings, events)
@@ -120,7 +124,11 @@ async def test_poison_entry_is_dead_lettered_after_max_deliveries(
     assert fields[keys.EVENT_FIELD] == b"{not json" and b"not JSON" in fields[b"error"]
     assert worker.metrics.deadlettered._value.get() == 1
     assert worker.metrics.failed.labels("event")._value.get() == 5
-    feed = [f for _, f in await redis.xrange(keys.feed_stream(0)) if f[keys.FEED_TYPE_FIELD] == b"deadletter"]
+    feed = [
+        f
+        for _, f in await redis.xrange(keys.feed_stream(0))
+        if f[keys.FEED_TYPE_FIELD] == b"deadletter"
+    ]
     assert len(feed) == 1
     rows, _ = await notify.list_rows(redis, 10, None)
     assert [r["kind"] for r in rows] == ["deadletter"]
@@ -132,8 +140,10 @@ async def test_replicas_side_by_side_apply_each_event_once(
 ) -> None:
     settings = make_settings(partitions=2, consumer_batch=50, claim_idle_ms=200)
     sessions = [f"s{i}" for i in range(7)]
-    events = [webhook("completion", "completed", metadata={"session_id": sessions[i % 7], "tokens": 2})
-              for i in range(600)]
+    events = [
+        webhook("completion", "completed", metadata={"session_id": sessions[i % 7], "tokens": 2})
+        for i in range(600)
+    ]
     await publish(redis, settings, events)
     clients = [connect(settings) for _ in range(3)]
     try:
@@ -150,7 +160,9 @@ async def test_replicas_side_by_side_apply_each_event_once(
         assert run is not None and run["events"] == len(range(sessions.index(sid), 600, 7))
 
 
-async def test_history_is_trimmed_to_its_cap(redis: Redis, make_settings: Callable[..., Settings]) -> None:
+async def test_history_is_trimmed_to_its_cap(
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
     settings = make_settings(history_max=100, consumer_batch=40)
     events = batch(300)
     await publish(redis, settings, events)
@@ -182,19 +194,44 @@ T = [f"2026-01-01T00:00:0{i}.000Z" for i in range(6)]
 
 def run_tree() -> list[dict[str, Any]]:
     return [
-        llmonitor("start", "agent", type="agent", name="weather-agent", timestamp=T[0], input="Paris?"),
-        llmonitor("start", "llm", name="gpt-4o", parentRunId="agent", timestamp=T[1],
-                  input=[{"role": "user", "content": "Paris?"}]),
-        llmonitor("end", "llm", parentRunId="agent", timestamp=T[2], output={"content": "Sunny"},
-                  tokensUsage={"prompt": 10, "completion": 3}),
-        llmonitor("start", "tool", type="tool", name="get_weather", parentRunId="agent", timestamp=T[3]),
-        llmonitor("error", "tool", type="tool", parentRunId="agent", timestamp=T[4], error={"message": "timeout"}),
+        llmonitor(
+            "start", "agent", type="agent", name="weather-agent", timestamp=T[0], input="Paris?"
+        ),
+        llmonitor(
+            "start",
+            "llm",
+            name="gpt-4o",
+            parentRunId="agent",
+            timestamp=T[1],
+            input=[{"role": "user", "content": "Paris?"}],
+        ),
+        llmonitor(
+            "end",
+            "llm",
+            parentRunId="agent",
+            timestamp=T[2],
+            output={"content": "Sunny"},
+            tokensUsage={"prompt": 10, "completion": 3},
+        ),
+        llmonitor(
+            "start", "tool", type="tool", name="get_weather", parentRunId="agent", timestamp=T[3]
+        ),
+        llmonitor(
+            "error",
+            "tool",
+            type="tool",
+            parentRunId="agent",
+            timestamp=T[4],
+            error={"message": "timeout"},
+        ),
         llmonitor("end", "agent", type="agent", timestamp=T[5], output="sorry"),
         llmonitor("feedback", "llm", timestamp=T[5], feedback={"thumbs": "up"}),
     ]
 
 
-async def converge(settings: Settings, order: list[dict[str, Any]], sizes: list[int]) -> dict[str, Any]:
+async def converge(
+    settings: Settings, order: list[dict[str, Any]], sizes: list[int]
+) -> dict[str, Any]:
     redis = connect(settings)
     try:
         await redis.flushall()
@@ -210,15 +247,23 @@ async def converge(settings: Settings, order: list[dict[str, Any]], sizes: list[
         rows, _ = await notify.list_rows(redis, 10, None)
         # The bell names the run as known when its failure was applied: the run type when the
         # error arrived before the start that carries the name.
-        return {"agent": agent, "stats": stats, "bell": [(r["run_id"], r["count"]) for r in rows],
-                "titles": {r["title"] for r in rows}}
+        return {
+            "agent": agent,
+            "stats": stats,
+            "bell": [(r["run_id"], r["count"]) for r in rows],
+            "titles": {r["title"] for r in rows},
+        }
     finally:
         await redis.aclose()
 
 
-@hsettings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
-def test_out_of_order_run_events_converge(make_settings: Callable[..., Settings], data: st.DataObject) -> None:
+def test_out_of_order_run_events_converge(
+    make_settings: Callable[..., Settings], data: st.DataObject
+) -> None:
     settings = make_settings(partitions=3)
     events = run_tree()
     expected = asyncio.run(converge(settings, events, []))

@@ -16,17 +16,36 @@ from shared.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-async def ring(redis: Redis, settings: Settings, dedup: str, *, task: str = "ask", at: float | None = None,
-               body: str = "boom") -> None:
+async def ring(
+    redis: Redis,
+    settings: Settings,
+    dedup: str,
+    *,
+    task: str = "ask",
+    at: float | None = None,
+    body: str = "boom",
+) -> None:
     await notify.raise_notification(
-        redis, settings, kind="run.failed", severity="error", task_name=task, end_reason="failed",
-        title=f"{task} failed", body=body, run_id=f"run-{dedup}", occurred_at=at or time.time(), dedup_id=dedup,
+        redis,
+        settings,
+        kind="run.failed",
+        severity="error",
+        task_name=task,
+        end_reason="failed",
+        title=f"{task} failed",
+        body=body,
+        run_id=f"run-{dedup}",
+        occurred_at=at or time.time(),
+        dedup_id=dedup,
     )
 
 
 async def feed(redis: Redis) -> list[tuple[str, dict[str, Any]]]:
     entries = await redis.xrange(keys.NOTIFY_FEED)
-    return [(f[keys.FEED_TYPE_FIELD].decode(), orjson.loads(f[keys.FEED_DATA_FIELD])) for _, f in entries]
+    return [
+        (f[keys.FEED_TYPE_FIELD].decode(), orjson.loads(f[keys.FEED_DATA_FIELD]))
+        for _, f in entries
+    ]
 
 
 async def test_raise_is_idempotent_and_coalesces(redis: Redis, settings: Settings) -> None:
@@ -41,7 +60,9 @@ async def test_raise_is_idempotent_and_coalesces(redis: Redis, settings: Setting
     assert len(row["id"]) == 26 and row["fingerprint"] == "f6e6a9a9c7497971"
     assert await notify.unread_count(redis) == 1
     assert [name for name, _ in await feed(redis)] == [
-        "notification.created", "notifications.unread_count_changed", "notification.updated",
+        "notification.created",
+        "notifications.unread_count_changed",
+        "notification.updated",
     ]
 
 

@@ -11,10 +11,10 @@ import pytest
 from redis.asyncio import Redis
 
 from services.stream import reads
+from shared import keys
 from shared.metrics import new_registry
 from shared.service import Context, Service, build_app
 from shared.settings import Settings
-from shared import keys
 from tests.aggregator_support import consumer, llmonitor, publish, routing_key, webhook
 from tests.helpers import app_client
 
@@ -24,7 +24,9 @@ pytestmark = pytest.mark.integration
 @contextlib.asynccontextmanager
 async def client(redis: Redis, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     ctx = Context(settings=settings, redis=redis, registry=new_registry())
-    app = build_app(ctx, [Service(name="reads", routers=[reads.create_router(ctx)])], close_redis=False)
+    app = build_app(
+        ctx, [Service(name="reads", routers=[reads.create_router(ctx)])], close_redis=False
+    )
     async with app_client(app) as http:
         yield http
 
@@ -32,24 +34,63 @@ async def client(redis: Redis, settings: Settings) -> AsyncIterator[httpx.AsyncC
 def seed() -> list[dict[str, Any]]:
     return [
         webhook("request", "start", command="chat", metadata={"session_id": "s1", "prompt": "hi"}),
-        webhook("completion", "completed", command="chat", metadata={"session_id": "s1", "tokens": 64,
-                                                                     "duration_ms": 850}),
-        webhook("error", "failed", command="ask", model="qwen2.5-coder:latest", metadata={"error": "refused"}),
-        webhook("system", "info", command="system", model=None, metadata={"detail": "Model cache cleared"}),
+        webhook(
+            "completion",
+            "completed",
+            command="chat",
+            metadata={"session_id": "s1", "tokens": 64, "duration_ms": 850},
+        ),
+        webhook(
+            "error",
+            "failed",
+            command="ask",
+            model="qwen2.5-coder:latest",
+            metadata={"error": "refused"},
+        ),
+        webhook(
+            "system",
+            "info",
+            command="system",
+            model=None,
+            metadata={"detail": "Model cache cleared"},
+        ),
         llmonitor("start", "agent", type="agent", name="weather-agent"),
-        llmonitor("start", "llm", name="gpt-4o", parentRunId="agent", input=[{"role": "user", "content": "hi"}]),
-        llmonitor("end", "llm", parentRunId="agent", timestamp="2026-01-01T00:00:01.000Z",
-                  tokensUsage={"prompt": 24, "completion": 5}),
+        llmonitor(
+            "start",
+            "llm",
+            name="gpt-4o",
+            parentRunId="agent",
+            input=[{"role": "user", "content": "hi"}],
+        ),
+        llmonitor(
+            "end",
+            "llm",
+            parentRunId="agent",
+            timestamp="2026-01-01T00:00:01.000Z",
+            tokensUsage={"prompt": 24, "completion": 5},
+        ),
         llmonitor("start", "tool", type="tool", name="get_weather", parentRunId="agent"),
-        llmonitor("error", "tool", type="tool", parentRunId="agent", error={"message": "timeout"},
-                  timestamp="2026-01-01T00:00:01.000Z"),
-        llmonitor("end", "agent", type="agent", timestamp="2026-01-01T00:00:02.000Z", output="sorry"),
-        llmonitor("feedback", "llm", feedback={"thumbs": "up"}, timestamp="2026-01-01T00:00:03.000Z"),
+        llmonitor(
+            "error",
+            "tool",
+            type="tool",
+            parentRunId="agent",
+            error={"message": "timeout"},
+            timestamp="2026-01-01T00:00:01.000Z",
+        ),
+        llmonitor(
+            "end", "agent", type="agent", timestamp="2026-01-01T00:00:02.000Z", output="sorry"
+        ),
+        llmonitor(
+            "feedback", "llm", feedback={"thumbs": "up"}, timestamp="2026-01-01T00:00:03.000Z"
+        ),
     ]
 
 
 @pytest.fixture
-async def seeded(redis: Redis, make_settings: Callable[..., Settings]) -> tuple[Redis, Settings, list[dict[str, Any]]]:
+async def seeded(
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> tuple[Redis, Settings, list[dict[str, Any]]]:
     settings = make_settings(partitions=3)
     events = seed()
     stream_ids = await publish(redis, settings, events)
@@ -77,7 +118,9 @@ async def test_stats(seeded: tuple[Redis, Settings, list[dict[str, Any]]]) -> No
     assert body["events_per_second"] >= 0 and body["since"].endswith("Z")
 
 
-async def test_history_pages_filters_and_cursor(seeded: tuple[Redis, Settings, list[dict[str, Any]]]) -> None:
+async def test_history_pages_filters_and_cursor(
+    seeded: tuple[Redis, Settings, list[dict[str, Any]]],
+) -> None:
     redis, settings, events = seeded
     async with client(redis, settings) as http:
         pages, cursor = [], None
@@ -95,10 +138,14 @@ async def test_history_pages_filters_and_cursor(seeded: tuple[Redis, Settings, l
         assert [len(p) for p in pages] == [4, 4, 3]
         errors = (await http.get("/api/history", params={"event_type": "error"})).json()["items"]
         assert sorted(e["command"] for e in errors) == ["ask", "tool:get_weather"]
-        both = (await http.get("/api/history", params={"event_type": "error", "source": "webhook"})).json()
+        both = (
+            await http.get("/api/history", params={"event_type": "error", "source": "webhook"})
+        ).json()
         assert [e["command"] for e in both["items"]] == ["ask"]
         models = (await http.get("/api/history", params={"model": "gpt-4o"})).json()["items"]
-        assert len(models) == 5  # 2 webhook events + 3 llm-run events (end and feedback took the name)
+        assert (
+            len(models) == 5
+        )  # 2 webhook events + 3 llm-run events (end and feedback took the name)
         found = (await http.get("/api/history", params={"q": "CACHE cleared"})).json()["items"]
         assert [e["event_type"] for e in found] == ["system"]
         for bad in ({"limit": 0}, {"limit": 5001}, {"before": "nope"}, {"limit": "x"}):
@@ -107,11 +154,18 @@ async def test_history_pages_filters_and_cursor(seeded: tuple[Redis, Settings, l
             assert response.headers["content-type"] == "application/problem+json"
 
 
-async def test_runs_list_filters_and_detail(seeded: tuple[Redis, Settings, list[dict[str, Any]]]) -> None:
+async def test_runs_list_filters_and_detail(
+    seeded: tuple[Redis, Settings, list[dict[str, Any]]],
+) -> None:
     redis, settings, _ = seeded
     async with client(redis, settings) as http:
         body = (await http.get("/api/runs")).json()
-        assert body["total"] == 4 and {r["id"] for r in body["items"]} == {"s1", "agent", "llm", "tool"}
+        assert body["total"] == 4 and {r["id"] for r in body["items"]} == {
+            "s1",
+            "agent",
+            "llm",
+            "tool",
+        }
         failed = (await http.get("/api/runs", params={"status": "failed"})).json()
         assert [r["id"] for r in failed["items"]] == ["tool"] and failed["total"] == 1
         ended = (await http.get("/api/runs", params={"status": "ended", "app": "app-1"})).json()
@@ -125,7 +179,10 @@ async def test_runs_list_filters_and_detail(seeded: tuple[Redis, Settings, list[
         assert [c["id"] for c in agent["children"]] == ["llm", "tool"]
         assert agent["children"][0]["feedback"] == {"thumbs": "up"}
         missing = await http.get("/api/runs/nope")
-        assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+        assert (
+            missing.status_code == 404
+            and missing.headers["content-type"] == "application/problem+json"
+        )
         assert (await http.get("/api/runs", params={"status": "bogus"})).status_code == 422
         assert (await http.get("/api/runs", params={"limit": 501})).status_code == 422
 
@@ -141,7 +198,9 @@ async def test_notifications_rest(seeded: tuple[Redis, Settings, list[dict[str, 
         assert (await http.post(f"/api/notifications/{first}/read")).status_code == 204
         assert (await http.get("/api/notifications/unread-count")).json() == {"count": 1}
         assert (await http.post(f"/api/notifications/{first}/unread")).status_code == 204
-        assert (await http.post("/api/notifications/01ZZZZZZZZZZZZZZZZZZZZZZZZ/read")).status_code == 404
+        assert (
+            await http.post("/api/notifications/01ZZZZZZZZZZZZZZZZZZZZZZZZ/read")
+        ).status_code == 404
         assert (await http.post("/api/notifications/read")).status_code == 204
         assert (await http.get("/api/notifications/unread-count")).json() == {"count": 0}
         page = (await http.get("/api/notifications", params={"limit": 1})).json()
@@ -151,16 +210,23 @@ async def test_notifications_rest(seeded: tuple[Redis, Settings, list[dict[str, 
         assert (await http.get("/api/notifications", params={"limit": 0})).status_code == 422
 
 
-async def test_deadletter_needs_the_admin_token(redis: Redis, make_settings: Callable[..., Settings]) -> None:
+async def test_deadletter_needs_the_admin_token(
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
     settings = make_settings(admin_token="s3cret", claim_idle_ms=100, max_deliveries=2)
     await redis.xadd(keys.events_stream(0), {keys.EVENT_FIELD: b"[1, 2]"})
     await consumer(redis, settings).drain()
     async with client(redis, settings) as http:
         denied = await http.get("/api/deadletter")
-        assert denied.status_code == 401 and denied.headers["content-type"] == "application/problem+json"
+        assert (
+            denied.status_code == 401
+            and denied.headers["content-type"] == "application/problem+json"
+        )
         wrong = await http.get("/api/deadletter", headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401
-        body = (await http.get("/api/deadletter", headers={"Authorization": "Bearer s3cret"})).json()
+        body = (
+            await http.get("/api/deadletter", headers={"Authorization": "Bearer s3cret"})
+        ).json()
     (letter,) = body["items"]
     assert letter["deliveries"] == 2 and letter["event"] == [1, 2] and letter["partition"] == 0
     assert "not a DashboardEvent" in letter["error"]

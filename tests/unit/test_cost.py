@@ -27,7 +27,9 @@ def test_known_models(model: str, prompt: int, completion: int, usd: str) -> Non
 @pytest.mark.parametrize("model", ["gpt-4o", "o3-mini", "gemini-2.5-pro", "claude-3-5-haiku"])
 @pytest.mark.parametrize(("prompt", "completion"), [(1, 1), (12_345, 6_789), (250_000, 1_000)])
 def test_same_as_calc_price(model: str, prompt: int, completion: int) -> None:
-    expected = calc_price(Usage(input_tokens=prompt, output_tokens=completion), model_ref=model).total_price
+    expected = calc_price(
+        Usage(input_tokens=prompt, output_tokens=completion), model_ref=model
+    ).total_price
     assert cost.cost_usd(model, prompt, completion) == expected
 
 

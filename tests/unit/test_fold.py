@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from services.aggregator import events as ev
-from services.aggregator.fold import prepare, fold
+from services.aggregator.fold import fold, prepare
 from shared import stats
 from tests.aggregator_support import llmonitor, webhook
 
@@ -20,7 +20,10 @@ def entries(events: list[dict[str, Any]], start: int = 0) -> list[tuple[str, byt
 
 
 def test_counters_are_pre_aggregated_one_field_each() -> None:
-    batch = [webhook("completion", "completed", metadata={"tokens": 10, "duration_ms": 100}) for _ in range(50)]
+    batch = [
+        webhook("completion", "completed", metadata={"tokens": 10, "duration_ms": 100})
+        for _ in range(50)
+    ]
     writes = fold(prepare(entries(batch)), set(), {})
     assert writes.applied == 50 and len(writes.history) == 50 and len(writes.markers) == 50
     assert writes.stats[stats.TOTAL] == 50
@@ -38,12 +41,20 @@ def test_webhook_token_rules() -> None:
     given = webhook(metadata={"prompt_tokens": 7, "completion_tokens": 3, "tokens": 99})
     event = ev.parse("1-0", orjson.dumps(given))
     assert ev.webhook_tokens(event) == (7, 3)
-    assert ev.webhook_tokens(ev.parse("1-0", orjson.dumps(webhook(metadata={"tokens": 9})))) == (0, 9)
-    assert ev.webhook_tokens(ev.parse("1-0", orjson.dumps(webhook(metadata={"tokens": "x"})))) == (0, 0)
+    assert ev.webhook_tokens(ev.parse("1-0", orjson.dumps(webhook(metadata={"tokens": 9})))) == (
+        0,
+        9,
+    )
+    assert ev.webhook_tokens(ev.parse("1-0", orjson.dumps(webhook(metadata={"tokens": "x"})))) == (
+        0,
+        0,
+    )
     top = webhook()
     top["duration_ms"] = 850
     assert ev.duration_ms(ev.parse("1-0", orjson.dumps(top))) == 850.0
-    assert ev.duration_ms(ev.parse("1-0", orjson.dumps(webhook(metadata={"duration_ms": -1})))) is None
+    assert (
+        ev.duration_ms(ev.parse("1-0", orjson.dumps(webhook(metadata={"duration_ms": -1})))) is None
+    )
 
 
 def test_duplicates_and_already_applied_events_are_skipped_but_acked() -> None:
@@ -58,7 +69,12 @@ def test_duplicates_and_already_applied_events_are_skipped_but_acked() -> None:
 
 def test_a_bad_entry_does_not_block_the_batch() -> None:
     good = entries([webhook(), webhook()])
-    batch = [good[0], ("1700000000005-0", b"not json"), ("1700000000006-0", b'{"no": "id"}'), good[1]]
+    batch = [
+        good[0],
+        ("1700000000005-0", b"not json"),
+        ("1700000000006-0", b'{"no": "id"}'),
+        good[1],
+    ]
     writes = fold(prepare(batch), set(), {})
     assert writes.applied == 2
     assert [sid for sid, _ in writes.failed] == ["1700000000005-0", "1700000000006-0"]
@@ -67,7 +83,12 @@ def test_a_bad_entry_does_not_block_the_batch() -> None:
 
 def test_nameless_llmonitor_event_takes_its_runs_name() -> None:
     start = llmonitor("start", "r1", name="gpt-4o")
-    end = llmonitor("end", "r1", timestamp="2026-01-01T00:00:01.000Z", tokensUsage={"prompt": 1, "completion": 2})
+    end = llmonitor(
+        "end",
+        "r1",
+        timestamp="2026-01-01T00:00:01.000Z",
+        tokensUsage={"prompt": 1, "completion": 2},
+    )
     first = fold(prepare(entries([start])), set(), {})
     stored = {r: (c.facts, c.view) for r, c in first.runs.items()}
     second = fold(prepare(entries([end], 1)), set(), stored)
@@ -88,8 +109,10 @@ def test_nameless_event_of_unknown_run_keeps_its_type_only_command() -> None:
 
 
 def test_run_lifecycle_feed_and_counts_in_one_batch() -> None:
-    batch = [llmonitor("start", "r1", name="gpt-4o"),
-             llmonitor("end", "r1", timestamp="2026-01-01T00:00:01.000Z")]
+    batch = [
+        llmonitor("start", "r1", name="gpt-4o"),
+        llmonitor("end", "r1", timestamp="2026-01-01T00:00:01.000Z"),
+    ]
     writes = fold(prepare(entries(batch)), set(), {})
     names = [name for name, _ in writes.feed if name != "event"]
     assert names == ["run.created", "run.started", "run.completed"]
@@ -100,10 +123,27 @@ def test_run_lifecycle_feed_and_counts_in_one_batch() -> None:
 
 def test_failures_raise_notifications_once_per_cause() -> None:
     batch = [
-        webhook("error", "failed", command="ask", metadata={"error": "connection refused", "session_id": "s"}),
+        webhook(
+            "error",
+            "failed",
+            command="ask",
+            metadata={"error": "connection refused", "session_id": "s"},
+        ),
         llmonitor("start", "t1", type="tool", name="get_weather"),
-        llmonitor("error", "t1", type="tool", timestamp="2026-01-01T00:00:01.000Z", error={"message": "timeout"}),
-        llmonitor("error", "t1", type="tool", timestamp="2026-01-01T00:00:02.000Z", error={"message": "again"}),
+        llmonitor(
+            "error",
+            "t1",
+            type="tool",
+            timestamp="2026-01-01T00:00:01.000Z",
+            error={"message": "timeout"},
+        ),
+        llmonitor(
+            "error",
+            "t1",
+            type="tool",
+            timestamp="2026-01-01T00:00:02.000Z",
+            error={"message": "again"},
+        ),
     ]
     writes = fold(prepare(entries(batch)), set(), {})
     occ = writes.occurrences

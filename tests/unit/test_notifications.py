@@ -25,7 +25,11 @@ pytestmark = pytest.mark.unit
 WINDOW = 100.0
 CAP = 3
 POLICY = Policy(window_s=WINDOW, occurrences=CAP, max_rows=10, max_age_s=1000)
-KEYS = [("run.failed", "ask", "failed"), ("run.failed", "chat", "failed"), ("deadletter", "aggregator", "dead_letter")]
+KEYS = [
+    ("run.failed", "ask", "failed"),
+    ("run.failed", "chat", "failed"),
+    ("deadletter", "aggregator", "dead_letter"),
+]
 
 
 @pytest.mark.parametrize(
@@ -47,7 +51,9 @@ def test_fingerprint_is_fnv_of_the_coalescing_key_without_padding() -> None:
 
 def occurrence(key: int, at: float, n: int, run_id: str | None = None) -> Occurrence:
     kind, task, reason = KEYS[key]
-    return Occurrence(kind, "error", task, reason, f"{task} failed", f"body {n}", run_id, at, f"d{n}")
+    return Occurrence(
+        kind, "error", task, reason, f"{task} failed", f"body {n}", run_id, at, f"d{n}"
+    )
 
 
 def ids() -> itertools.count[int]:
@@ -57,11 +63,18 @@ def ids() -> itertools.count[int]:
 def run_fold(occurrences: list[Occurrence], bell: Bell | None = None) -> Bell:
     counter = ids()
     bell = bell or Bell(open_rows={}, unread=0)
-    return fold(bell, occurrences, now=10_000.0, policy=POLICY, new_id=lambda: f"id{next(counter):04d}")
+    return fold(
+        bell, occurrences, now=10_000.0, policy=POLICY, new_id=lambda: f"id{next(counter):04d}"
+    )
 
 
 # Times on whole milliseconds: what RFC 3339 with millisecond precision can carry exactly.
-gaps = st.lists(st.tuples(st.integers(0, 2), st.integers(0, int(2.5 * WINDOW * 1000)).map(lambda ms: ms / 1000)), max_size=40)
+gaps = st.lists(
+    st.tuples(
+        st.integers(0, 2), st.integers(0, int(2.5 * WINDOW * 1000)).map(lambda ms: ms / 1000)
+    ),
+    max_size=40,
+)
 
 
 def reference(events: list[tuple[int, float]]) -> list[list[float]]:
@@ -93,7 +106,9 @@ def test_coalescing_matches_the_sliding_window_model(steps: list[tuple[int, floa
     for row, times in zip(rows, expected, strict=True):
         assert row["count"] == len(times)
         occurred = [parse_rfc3339(t) for t in row["occurrences"]]
-        assert occurred == pytest.approx(sorted(times, reverse=True)[:CAP], abs=1e-3)  # newest first, capped
+        assert occurred == pytest.approx(
+            sorted(times, reverse=True)[:CAP], abs=1e-3
+        )  # newest first, capped
         assert parse_rfc3339(row["last_occurred_at"]) == pytest.approx(times[-1], abs=1e-3)
         assert row["read_at"] is None
     assert bell.unread == len(rows)
@@ -103,7 +118,9 @@ def test_coalescing_matches_the_sliding_window_model(steps: list[tuple[int, floa
 
 @settings(max_examples=100, deadline=None)
 @given(gaps)
-def test_applying_the_same_occurrences_again_changes_nothing(steps: list[tuple[int, float]]) -> None:
+def test_applying_the_same_occurrences_again_changes_nothing(
+    steps: list[tuple[int, float]],
+) -> None:
     clock, occs = 0.0, []
     for n, (key, gap) in enumerate(steps):
         clock += gap
@@ -125,7 +142,10 @@ def test_repeat_rerenders_and_clears_read_at() -> None:
     assert updated["body"] == "body 2" and updated["run_id"] == "r2"
     assert updated["created_at"] == row["created_at"]
     assert bell2.unread == 1
-    assert [name for name, _ in bell2.feed] == ["notification.updated", "notifications.unread_count_changed"]
+    assert [name for name, _ in bell2.feed] == [
+        "notification.updated",
+        "notifications.unread_count_changed",
+    ]
 
 
 def test_out_of_order_occurrence_joins_and_keeps_newest_first() -> None:

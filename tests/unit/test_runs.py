@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import orjson
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from services.aggregator import runs
 from services.aggregator.events import parse
-from services.aggregator.fold import prepare, fold
+from services.aggregator.fold import fold, prepare
 from tests.aggregator_support import llmonitor, webhook
 
 pytestmark = pytest.mark.unit
@@ -22,10 +23,24 @@ MESSAGES = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 def llm_run() -> list[dict[str, Any]]:
     return [
-        llmonitor("start", "r1", name="gpt-4o", timestamp=T0, input=MESSAGES, tags=["a"],
-                  parentRunId="agent-1", extra={"temperature": 0.2}),
-        llmonitor("end", "r1", timestamp=T2, output={"role": "assistant", "content": "Sunny."},
-                  tokensUsage={"prompt": 24, "completion": 5}, parentRunId="agent-1"),
+        llmonitor(
+            "start",
+            "r1",
+            name="gpt-4o",
+            timestamp=T0,
+            input=MESSAGES,
+            tags=["a"],
+            parentRunId="agent-1",
+            extra={"temperature": 0.2},
+        ),
+        llmonitor(
+            "end",
+            "r1",
+            timestamp=T2,
+            output={"role": "assistant", "content": "Sunny."},
+            tokensUsage={"prompt": 24, "completion": 5},
+            parentRunId="agent-1",
+        ),
         llmonitor("feedback", "r1", timestamp=T3, feedback={"thumbs": "up"}, tags=["b"]),
         llmonitor("update", "r1", timestamp=T1, feedback={"comment": "ok"}),
     ]
@@ -33,7 +48,9 @@ def llm_run() -> list[dict[str, Any]]:
 
 def failing_tool() -> list[dict[str, Any]]:
     return [
-        llmonitor("start", "t1", type="tool", name="get_weather", timestamp=T0, input={"city": "Paris"}),
+        llmonitor(
+            "start", "t1", type="tool", name="get_weather", timestamp=T0, input={"city": "Paris"}
+        ),
         llmonitor("error", "t1", type="tool", timestamp=T1, error={"message": "timeout"}),
         llmonitor("end", "t1", type="tool", timestamp=T2, output="late"),
     ]
@@ -42,9 +59,19 @@ def failing_tool() -> list[dict[str, Any]]:
 def session() -> list[dict[str, Any]]:
     meta = {"session_id": "s1"}
     return [
-        webhook("request", "start", command="chat", timestamp=T0, metadata={**meta, "prompt": "hi"}),
-        webhook("streaming", "running", command="chat", timestamp=T1, metadata={**meta, "tokens_so_far": 3}),
-        webhook("completion", "completed", command="chat", timestamp=T2, metadata={**meta, "tokens": 64}),
+        webhook(
+            "request", "start", command="chat", timestamp=T0, metadata={**meta, "prompt": "hi"}
+        ),
+        webhook(
+            "streaming",
+            "running",
+            command="chat",
+            timestamp=T1,
+            metadata={**meta, "tokens_so_far": 3},
+        ),
+        webhook(
+            "completion", "completed", command="chat", timestamp=T2, metadata={**meta, "tokens": 64}
+        ),
         webhook("system", "completed", command="chat", model=None, timestamp=T3, metadata=meta),
     ]
 
@@ -63,13 +90,15 @@ def merged(events: list[dict[str, Any]]) -> runs.Facts:
     return facts
 
 
-def in_batches(events: list[dict[str, Any]], cuts: list[int]) -> tuple[dict[str, Any], dict[str, int]]:
+def in_batches(
+    events: list[dict[str, Any]], cuts: list[int]
+) -> tuple[dict[str, Any], dict[str, int]]:
     """Fold `events` in batches split at `cuts`, carrying runs between batches like the store."""
     stored: dict[str, tuple[runs.Facts, dict[str, Any]]] = {}
     totals: dict[str, int] = {}
     items = entries(events)
     bounds = [0, *sorted(set(cuts)), len(items)]
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         writes = fold(prepare(items[lo:hi]), set(), stored)
         assert not writes.failed
         for run_id, change in writes.runs.items():
@@ -82,7 +111,9 @@ def in_batches(events: list[dict[str, Any]], cuts: list[int]) -> tuple[dict[str,
 @pytest.mark.parametrize("make", [llm_run, failing_tool, session])
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
-def test_any_order_any_batching_gives_the_same_run_and_stats(make: Any, data: st.DataObject) -> None:
+def test_any_order_any_batching_gives_the_same_run_and_stats(
+    make: Any, data: st.DataObject
+) -> None:
     events = make()
     order = data.draw(st.permutations(events))
     cuts = data.draw(st.lists(st.integers(0, len(events)), max_size=3))
@@ -102,7 +133,10 @@ def test_llm_run_fields() -> None:
     assert view["feedback"] == {"comment": "ok", "thumbs": "up"}
     assert view["tokens"] == {"prompt": 24, "completion": 5, "estimated": False}
     assert view["cost_usd"] == pytest.approx(24 * 2.5e-6 + 5 * 10e-6)
-    assert view["input"] == MESSAGES and view["output"] == {"role": "assistant", "content": "Sunny."}
+    assert view["input"] == MESSAGES and view["output"] == {
+        "role": "assistant",
+        "content": "Sunny.",
+    }
 
 
 def test_failed_wins_and_end_only_run_has_no_duration() -> None:
@@ -111,7 +145,11 @@ def test_failed_wins_and_end_only_run_has_no_duration() -> None:
     assert view["error"] == {"message": "timeout"}
     assert view["cost_usd"] is None and view["tokens"]["estimated"] is False
     only_end = runs.render(merged([llm_run()[1]]))
-    assert only_end["status"] == "ended" and only_end["start_at"] is None and only_end["duration_ms"] is None
+    assert (
+        only_end["status"] == "ended"
+        and only_end["start_at"] is None
+        and only_end["duration_ms"] is None
+    )
 
 
 def test_missing_usage_is_estimated() -> None:

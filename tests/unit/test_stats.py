@@ -37,20 +37,35 @@ def test_quantile_of_nothing() -> None:
 
 
 def test_merge_sums_partitions_and_keeps_earliest_since() -> None:
-    merged = stats.merge([{b"total": b"3", b"since": b"2000"}, {"total": "4", "since": "1000", "st:failed": "1"}])
+    merged = stats.merge(
+        [{b"total": b"3", b"since": b"2000"}, {"total": "4", "since": "1000", "st:failed": "1"}]
+    )
     assert merged == {"total": 7, "since": 1000, "st:failed": 1}
 
 
 def test_render_shape() -> None:
     rng = random.Random(1)
     counters = {
-        "total": 10, "et:completion": 6, "et:error": 4, "st:completed": 6, "st:failed": 4,
-        "src:webhook": 10, "tok:p": 5, "tok:c": 7, "cost": 1_500_000_000,
-        "runs:running": 2, "runs:completed": 1, "runs:failed": -0,
-        stats.model("gpt-4o", "n"): 10, stats.model("gpt-4o", "err"): 4,
-        stats.model("gpt-4o", "tp"): 5, stats.model("gpt-4o", "tc"): 7,
-        stats.model("gpt-4o", "cost"): 1_500_000_000, stats.model("gpt-4o", "priced"): 2,
-        stats.model("qwen:latest", "n"): 1, stats.model("qwen:latest", "tc"): 9,
+        "total": 10,
+        "et:completion": 6,
+        "et:error": 4,
+        "st:completed": 6,
+        "st:failed": 4,
+        "src:webhook": 10,
+        "tok:p": 5,
+        "tok:c": 7,
+        "cost": 1_500_000_000,
+        "runs:running": 2,
+        "runs:completed": 1,
+        "runs:failed": -0,
+        stats.model("gpt-4o", "n"): 10,
+        stats.model("gpt-4o", "err"): 4,
+        stats.model("gpt-4o", "tp"): 5,
+        stats.model("gpt-4o", "tc"): 7,
+        stats.model("gpt-4o", "cost"): 1_500_000_000,
+        stats.model("gpt-4o", "priced"): 2,
+        stats.model("qwen:latest", "n"): 1,
+        stats.model("qwen:latest", "tc"): 9,
         "since": 1_767_225_600_000,
     }
     durations = [rng.uniform(100, 200) for _ in range(100)]
@@ -70,7 +85,11 @@ def test_render_shape() -> None:
     assert 100 <= gpt["p50_duration_ms"] <= 220 and gpt["p50_duration_ms"] <= gpt["p99_duration_ms"]
     assert gpt["avg_duration_ms"] == pytest.approx(sum(durations) / 100, abs=1)
     qwen = body["by_model"]["qwen:latest"]  # a model name with ':' and no price
-    assert qwen["cost_usd"] is None and qwen["avg_duration_ms"] is None and qwen["tokens_completion"] == 9
+    assert (
+        qwen["cost_usd"] is None
+        and qwen["avg_duration_ms"] is None
+        and qwen["tokens_completion"] == 9
+    )
     assert body["since"] == "2026-01-01T00:00:00.000Z"
 
 

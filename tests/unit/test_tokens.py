@@ -12,12 +12,22 @@ pytestmark = pytest.mark.unit
 @pytest.mark.parametrize(
     ("model", "encoding"),
     [
-        ("gpt-4o", "o200k_base"), ("gpt-4o-mini", "o200k_base"), ("openai/gpt-4o", "o200k_base"),
-        ("o1", "o200k_base"), ("o3-mini", "o200k_base"), ("o4-mini", "o200k_base"),
-        ("gpt-4.1", "o200k_base"), ("gpt-5", "o200k_base"), ("GPT-5-mini", "o200k_base"),
-        ("gpt-4", "cl100k_base"), ("gpt-3.5-turbo", "cl100k_base"), ("gpt-35-turbo", "cl100k_base"),
-        ("claude-3-5-sonnet", "cl100k_base"), ("qwen2.5-coder:latest", "cl100k_base"),
-        (None, "cl100k_base"), ("omni-model", "cl100k_base"),
+        ("gpt-4o", "o200k_base"),
+        ("gpt-4o-mini", "o200k_base"),
+        ("openai/gpt-4o", "o200k_base"),
+        ("o1", "o200k_base"),
+        ("o3-mini", "o200k_base"),
+        ("o4-mini", "o200k_base"),
+        ("gpt-4.1", "o200k_base"),
+        ("gpt-5", "o200k_base"),
+        ("GPT-5-mini", "o200k_base"),
+        ("gpt-4", "cl100k_base"),
+        ("gpt-3.5-turbo", "cl100k_base"),
+        ("gpt-35-turbo", "cl100k_base"),
+        ("claude-3-5-sonnet", "cl100k_base"),
+        ("qwen2.5-coder:latest", "cl100k_base"),
+        (None, "cl100k_base"),
+        ("omni-model", "cl100k_base"),
     ],
 )
 def test_encoding_by_model(model: str | None, encoding: str) -> None:
@@ -57,15 +67,17 @@ def test_tools_and_non_string_values_count_as_compact_json() -> None:
     assert tokens.prompt_tokens("gpt-4", messages) == 3 + 3 + 1 + 1 + tokens.count_text(content)
     tools = [{"name": "get_weather"}]
     with_tools = tokens.prompt_tokens("gpt-4", messages, {"tools": tools})
-    assert with_tools == tokens.prompt_tokens("gpt-4", messages) + tokens.count_text('[{"name":"get_weather"}]')
+    assert with_tools == tokens.prompt_tokens("gpt-4", messages) + tokens.count_text(
+        '[{"name":"get_weather"}]'
+    )
 
 
 def test_plain_prompt_and_completion() -> None:
     assert tokens.prompt_tokens("gpt-4o", "hello world") == 2
     assert tokens.completion_tokens("gpt-4o", "hello world") == 2
     assert tokens.completion_tokens("gpt-4o", {"text": "hello world", "other": 1}) == 2
-    assert tokens.completion_tokens("gpt-4", {"role": "assistant", "content": "hi"}) == tokens.count_text(
-        '{"role":"assistant","content":"hi"}'
-    )
+    assert tokens.completion_tokens(
+        "gpt-4", {"role": "assistant", "content": "hi"}
+    ) == tokens.count_text('{"role":"assistant","content":"hi"}')
     assert tokens.prompt_tokens("gpt-4o", None) is None
     assert tokens.completion_tokens("gpt-4o", "") is None
