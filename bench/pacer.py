@@ -40,10 +40,14 @@ async def paced(
     per_post: int = 1,
     connections: int = 16,
     marker: str = "bench_t",
-    run: str = "p",
+    run: str | None = None,
 ) -> SendReport:
-    """POST `rate` events/s for `duration` s, `per_post` events per request (a batch when > 1)."""
+    """POST `rate` events/s for `duration` s, `per_post` events per request (a batch when > 1).
+
+    Event ids are `<run>-<n>`; `run` defaults to a fresh random tag, since the aggregator
+    counts a repeated id once (and would then deliver nothing)."""
     head, mid, tail = bodies.paced_parts(marker)
+    run = run or bodies.new_run_id()
     seq = itertools.count()
     idle: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(connections):

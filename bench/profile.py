@@ -1,7 +1,11 @@
-"""py-spy on a server under test: where its CPU goes while the same load runs again.
+"""py-spy on a server under test: where its time goes while the same load runs again.
 
-Only with `--profile`: the sampling perturbs the numbers, so it runs as an extra pass after the
-measured one, and its findings go into the JSON (and BENCHMARKS.md) next to the figure.
+The sampling perturbs the numbers a little, so it runs as an extra pass after the measured one,
+and its findings go into the JSON (and BENCHMARKS.md) next to the figure. Every sample counts,
+idle ones included (`--idle`): py-spy's idle guess is unreliable for a process that spends its
+time in uvloop's C code, so the event loop's own frame (`Runner.run`: waiting, and the C work
+of the loop and its transports) appears as one line, and the figure's CPU line says how busy
+the process really was.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ def start(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None
     if binary is None:
         return None
     argv = [binary, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
-            "--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking"]  # fmt: skip
+            "--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking",
+            "--idle"]  # fmt: skip
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -73,12 +78,7 @@ def summarize(raw: str, *, rate: int, seconds: float, top: int = 12) -> dict[str
     def share(counter: Counter[str]) -> list[list[Any]]:
         return [[name, round(100 * n / total, 1)] for name, n in counter.most_common(top)]
 
-    return {
-        "samples": total,
-        "busy_pct": round(100 * total / max(1, rate * seconds), 1),
-        "self": share(own),
-        "inclusive": share(inclusive),
-    }
+    return {"samples": total, "self": share(own), "inclusive": share(inclusive)}
 
 
 def _is_project(frame: str) -> bool:

@@ -74,8 +74,8 @@ def _profile_lines(prof: dict[str, Any]) -> list[str]:
         return [f"  - profile: {prof.get('error', 'no samples')}"] if prof else []
     own = ", ".join(f"`{name}` {pct}%" for name, pct in prof["self"][:6])
     incl = ", ".join(f"`{name}` {pct}%" for name, pct in prof["inclusive"][:8])
-    return [(f"  - py-spy ({prof['samples']} samples, busy {prof.get('busy_pct')}% of one core): "
-            f"self time: {own}"), f"  - llmwatch functions, inclusive: {incl}"]  # fmt: skip
+    return [f"  - py-spy ({prof['samples']} samples, idle included), self: {own}",
+            f"  - llmwatch functions, inclusive: {incl}"]  # fmt: skip
 
 
 def bounds(figures: dict[str, dict[str, Any]]) -> list[str]:

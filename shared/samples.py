@@ -94,8 +94,9 @@ def llmonitor_samples(app: str = DEMO_APP) -> list[tuple[str, dict[str, Any] | l
          "timestamp": _now(1400), "error": {"message": "weather API timed out", "stack": "TimeoutError"}},
         {"type": "agent", "event": "end", "app": app, "runId": agent, "timestamp": _now(1500),
          "output": "Sorry, I could not get the weather."},
-        {"type": "llm", "event": "feedback", "app": app, "runId": llm, "timestamp": _now(2000),
-         "feedback": {"thumbs": "up"}},
+        # epoch milliseconds, as some SDKs send them
+        {"type": "llm", "event": "feedback", "app": app, "runId": llm,
+         "timestamp": int(datetime.now(UTC).timestamp() * 1000) + 2000, "feedback": {"thumbs": "up"}},
     ]  # fmt: skip
     return [
         (LLMONITOR_PATHS[0], {"events": events[:3]}),

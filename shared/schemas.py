@@ -9,11 +9,15 @@ llmonitor.py check by hand, collecting every error); these describe the same rul
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-EventTimestamp = datetime | int | float  # RFC 3339 string, or epoch milliseconds
+# Epoch milliseconds of 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z: what a timestamp
+# given as a number may span.
+EPOCH_MS_MIN, EPOCH_MS_MAX = -62_135_596_800_000, 253_402_300_799_999
+EpochMs = Annotated[float, Field(ge=EPOCH_MS_MIN, le=EPOCH_MS_MAX)]
+EventTimestamp = datetime | EpochMs  # RFC 3339 string, or epoch milliseconds
 
 
 class DashboardEvent(BaseModel):
@@ -39,7 +43,9 @@ class DashboardEventIn(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: str | None = None
-    timestamp: EventTimestamp | None = None
+    timestamp: EventTimestamp | Literal[""] | None = Field(
+        None, description="receive time when missing, null or empty"
+    )
     event_type: str = Field(min_length=1)
     command: str = Field(min_length=1)
     status: str = Field(min_length=1)
@@ -49,7 +55,11 @@ class DashboardEventIn(BaseModel):
 
 
 class WebhookBatch(BaseModel):
-    batch: Literal[True] = True
+    """Any object without `event_type` that has `events` is a batch, whatever `batch` holds."""
+
+    model_config = ConfigDict(extra="allow")
+
+    batch: Any = Field(True, description="`true` by convention; optional")
     events: list[DashboardEventIn]
 
 
@@ -92,6 +102,15 @@ class LLMonitorBatch(BaseModel):
     events: list[LLMonitorEvent] | LLMonitorEvent
 
 
+class LLMonitorEnvelope(BaseModel):
+    """What decides 400/422 for an LLMonitor request: only the envelope. Each event is judged on
+    its own against `LLMonitorEvent` (a failing one is reported in a 207, not refused)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    events: list[Any] | dict[str, Any]
+
+
 class Ok(BaseModel):
     ok: Literal[True] = True
 
@@ -107,7 +126,7 @@ class IngestResults(BaseModel):
 
 
 class AppCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=r"\S", description="trimmed")
 
 
 class App(BaseModel):
@@ -139,6 +158,8 @@ class Problem(BaseModel):
 
 WEBHOOK_BODY = DashboardEventIn | WebhookBatch | list[DashboardEventIn]
 LLMONITOR_BODY = LLMonitorBatch | list[LLMonitorEvent] | LLMonitorEvent
+# The request-level schema of the LLMonitor routes (per-event rules in LLMONITOR_BODY).
+LLMONITOR_REQUEST = LLMonitorEnvelope | list[Any] | dict[str, Any]
 
 
 def inline_schema(tp: Any) -> dict[str, Any]:
@@ -161,15 +182,17 @@ def inline_schema(tp: Any) -> dict[str, Any]:
     return resolved
 
 
-def json_body(tp: Any, description: str) -> dict[str, Any]:
-    """`openapi_extra` declaring a JSON request body the route reads itself."""
-    return {
-        "requestBody": {
-            "required": True,
-            "description": description,
-            "content": {"application/json": {"schema": inline_schema(tp)}},
-        }
+def json_body(tp: Any, description: str, item_schema: Any = None) -> dict[str, Any]:
+    """`openapi_extra` declaring a JSON request body the route reads itself. `item_schema`, when
+    given, documents the events as `x-event-schema` without making the request depend on it."""
+    body: dict[str, Any] = {
+        "required": True,
+        "description": description,
+        "content": {"application/json": {"schema": inline_schema(tp)}},
     }
+    if item_schema is not None:
+        body["x-event-schema"] = inline_schema(item_schema)
+    return {"requestBody": body}
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from starlette.responses import JSONResponse, Response
 
 from shared import metrics as shared_metrics
+from shared.fastpath import FastRoute, FastRoutes
 from shared.problems import install_handlers
 from shared.settings import Settings
 from shared.version import VERSION
@@ -52,6 +53,8 @@ class Service:
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     ready: ReadyCheck | None = None
     state: dict[str, Any] = field(default_factory=dict)  # for tests and sibling wiring
+    # Hot endpoints served as plain ASGI (shared/fastpath.py); also declared in `routers`.
+    fast_routes: list[FastRoute] = field(default_factory=list)
 
 
 FatalHandler = Callable[[str, BaseException], None]
@@ -108,6 +111,9 @@ def build_app(
     app.state.ctx = ctx
     app.state.services = {s.name: s for s in services}
     install_handlers(app)
+    fast = [route for svc in services for route in svc.fast_routes]
+    if fast:  # innermost of ours: CORS and HTTP metrics still see these requests
+        app.add_middleware(FastRoutes, routes=_fast_routes(services, fast))
     if ctx.settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -121,6 +127,19 @@ def build_app(
         for router in svc.routers:
             app.include_router(router)
     return app
+
+
+def _fast_routes(
+    services: list[Service], fast: list[FastRoute]
+) -> dict[tuple[str, str], tuple[Any, object]]:
+    """(method, path) -> (handler, its documented APIRoute, for the metrics' route label)."""
+    documented: dict[tuple[str, str], object] = {}
+    for svc in services:
+        for router in svc.routers:
+            for route in router.routes:
+                for method in getattr(route, "methods", None) or ():
+                    documented[(method, getattr(route, "path", ""))] = route
+    return {(m, p): (handler, documented.get((m, p))) for m, p, handler in fast}
 
 
 def _supervise(ctx: Context, on_fatal: FatalHandler) -> Callable[[asyncio.Task[None]], None]:

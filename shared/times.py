@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 
+@functools.lru_cache(maxsize=65536)  # the same instants recur (a run's times, every batch)
 def rfc3339(epoch_s: float) -> str:
     """`2026-01-01T00:00:00.000Z` for an epoch in seconds."""
     # Round to the millisecond first: isoformat truncates, and 0.7 s is 0.69999… as a float.
@@ -13,6 +15,17 @@ def rfc3339(epoch_s: float) -> str:
 
 
 def parse_rfc3339(value: object) -> float | None:
+    if isinstance(value, str):
+        return _parse_text(value)
+    return _parse_other(value)
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_text(value: str) -> float | None:
+    return _parse_other(value)
+
+
+def _parse_other(value: object) -> float | None:
     """Epoch seconds of an RFC 3339 / ISO 8601 string (naive means UTC), or of epoch
     milliseconds given as a number; None when it cannot be read."""
     if isinstance(value, bool):

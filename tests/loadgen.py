@@ -185,6 +185,16 @@ async def load(
     await asyncio.gather(*(worker(n) for n in range(workers)))
 
 
+async def cancel(*tasks: asyncio.Task[Any]) -> None:
+    """Cancel and wait, again while a task runs on: on Python 3.11 a redis-py call can swallow a
+    cancellation (asyncio.wait_for, CPython gh-86296), and a loop around it would never end."""
+    while pending := [task for task in tasks if not task.done()]:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.05)
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 # --- reading back ---------------------------------------------------------------------------------
 async def until(predicate: Callable[[], Any], timeout: float, every: float = 0.1) -> None:
     deadline = time.monotonic() + timeout

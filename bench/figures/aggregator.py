@@ -177,7 +177,7 @@ def _stats_total(ps: Any, url: str, expected: int, details: dict[str, Any]) -> i
 def _profile(ps: Any, agg: Proc, r: Any, group: list[loader.Template], plan: Plan) -> dict[str, Any]:
     """A second batch of new events, drained under py-spy."""
     out = ps.workdir / "profile-aggregator.txt"
-    ids = loader.load(r, group, plan.agg_events, run="prof")
+    ids = loader.load(r, group, max(1000, plan.agg_events // 4), run="prof")
     seconds = max(2.0, min(30.0, plan.agg_events / 20_000))
     spy = profile.start(agg.pid, seconds, out)
     wait_http(agg, "/healthz", 5)

@@ -81,8 +81,7 @@ async def _latency(plan: Plan, ps: Procs, url: str, stack: dict[str, Proc],
             await pacer.paced(port, rate=plan.latency_rate, duration=plan.warmup_s,
                               marker="bench_w")  # fmt: skip
         before = _cpu(pids, group)
-        sent = await pacer.paced(port, rate=plan.latency_rate, duration=plan.duration_s,
-                                 run=f"lat{time.time_ns()}")  # fmt: skip
+        sent = await pacer.paced(port, rate=plan.latency_rate, duration=plan.duration_s)
         cpu = _cpu_share(before, _cpu(pids, group), sent.seconds)
         await asyncio.sleep(plan.grace_s)
         final = await group.stop()
@@ -175,6 +174,9 @@ async def _fanout(plan: Plan, ps: Procs, url: str, stack: dict[str, Proc],
     clean = [s for s in steps if s["complete"] >= 0.999 and s["dropped"] == 0]
     best = max(clean or steps, key=lambda s: s["deliveries_per_s"])
     value = best["deliveries_per_s"]
+    if not value:
+        problem = RuntimeError(f"no event reached the {clients} SSE clients: {steps}"[:1500])
+        return [failed(*FANOUT, problem), memory]
     details = {"clients": clients, "requested_clients": plan.fanout_clients,
                "refused": group.refused, "connect_errors": group.errors,
                "connect_s": mem["connect_s"], "receiver_processes": group.processes,
@@ -204,7 +206,7 @@ async def _step(plan: Plan, group: ReceiverGroup, ingest: Proc, pids: dict[str, 
     before = _cpu(pids, group)
     t0 = time.time()
     sent = await pacer.paced(ingest.port or 0, rate=rate, duration=plan.duration_s,
-                             per_post=per_post, connections=4, run=f"fan{offered}")  # fmt: skip
+                             per_post=per_post, connections=4)  # fmt: skip
     expected = sent.ok * clients
     snap = await _delivered(group, start["frames"] + expected, plan)
     cpu = _cpu_share(before, _cpu(pids, group), max(1e-3, snap["last"] - t0))
@@ -227,8 +229,8 @@ async def _profile(plan: Plan, ps: Procs, group: ReceiverGroup, ingest: Proc,
     """The highest step once more, with py-spy on the gateway."""
     out = ps.workdir / "profile-gateway.txt"
     spy = profile.start(gateway.pid, plan.duration_s, out)
-    await _step(plan, group, ingest, pids, max(plan.fanout_offered))
-    return profile.finish(spy, out, plan.duration_s)
+    step = await _step(plan, group, ingest, pids, max(plan.fanout_offered))
+    return profile.finish(spy, out, plan.duration_s) | {"step": step}
 
 
 async def _delivered(group: ReceiverGroup, target: int, plan: Plan) -> dict[str, Any]:

@@ -314,7 +314,7 @@ class Consumer:
         return await housekeeping.ready(self.redis, self.streams)
 
 
-def _sources(events: list[Any], applied: set[bytes]) -> dict[str, int]:
+def _sources(events: list[Any], applied: set[str]) -> dict[str, int]:
     counts: dict[str, int] = defaultdict(int)
     for event in events:
         if event.digest in applied:

@@ -10,6 +10,7 @@ name here, when the run already knows it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -52,9 +53,10 @@ class Event:
     status: str
     model: str | None
     metadata: dict[str, Any]
-    digest: bytes  # dedup marker of the event id
+    digest: str  # dedup marker of the event id
     changed: bool = False  # data was completed here (run name), so `raw` must be re-encoded
     _ts: float | None = None
+    _tokens: tuple[int, int] | None = None
 
     @property
     def timestamp(self) -> float:
@@ -72,9 +74,10 @@ class Event:
         return orjson.dumps(self.data) if self.changed else self.raw
 
 
-def digest(event_id: str) -> bytes:
-    """12-byte dedup marker of an event id (collisions: ~2^-96 per pair)."""
-    return hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=12).digest()
+def digest(event_id: str) -> str:
+    """Dedup marker of an event id: a 96-bit hash (collisions: ~2^-96 per pair), base64."""
+    raw = hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=12).digest()
+    return base64.b64encode(raw).decode("ascii")  # 16 characters: text travels through Lua as is
 
 
 def parse(stream_id: str, raw: bytes) -> Event:
@@ -142,7 +145,12 @@ def _int(value: Any) -> int:
 def webhook_tokens(event: Event) -> tuple[int, int]:
     """(prompt, completion): `metadata.tokens` counts as completion tokens, unless
     `prompt_tokens` / `completion_tokens` are given (CONTRACT §5)."""
-    meta = event.metadata
+    if event._tokens is None:
+        event._tokens = _webhook_tokens(event.metadata)
+    return event._tokens
+
+
+def _webhook_tokens(meta: dict[str, Any]) -> tuple[int, int]:
     prompt = _int(meta.get("prompt_tokens"))
     if "completion_tokens" in meta:
         completion = _int(meta.get("completion_tokens"))

@@ -29,7 +29,7 @@ class Prepared:
     events: list[ev.Event] = field(default_factory=list)
     bad: list[tuple[str, str]] = field(default_factory=list)  # (stream id, reason)
 
-    def digests(self) -> list[bytes]:
+    def digests(self) -> list[str]:
         return list(dict.fromkeys(e.digest for e in self.events))
 
     def run_ids(self) -> list[str]:
@@ -56,14 +56,14 @@ class RunChange:
 class WriteSet:
     done: list[str] = field(default_factory=list)  # stream ids to XACK (applied or duplicate)
     failed: list[tuple[str, str]] = field(default_factory=list)  # not applied: retried later
-    markers: list[bytes] = field(default_factory=list)
+    markers: list[str] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
     eps: dict[int, int] = field(default_factory=dict)  # arrival second -> events
     since_ms: int | None = None
     history: list[tuple[str, bytes, list[tuple[str, str]]]] = field(default_factory=list)
     runs: dict[str, RunChange] = field(default_factory=dict)
     children: set[tuple[str, str]] = field(default_factory=set)  # (parent, child)
-    feed: list[Feed] = field(default_factory=list)
+    feed: list[Feed] = field(default_factory=list)  # `event` entries = history items, in order
     occurrences: list[Occurrence] = field(default_factory=list)
     applied: int = 0
     duplicates: int = 0
@@ -81,7 +81,7 @@ def prepare(entries: list[tuple[str, bytes]]) -> Prepared:
 
 def fold(
     prepared: Prepared,
-    applied: set[bytes],
+    applied: set[str],
     stored_runs: dict[str, tuple[runs.Facts, dict[str, Any]]],
 ) -> WriteSet:
     ws = WriteSet(failed=list(prepared.bad))

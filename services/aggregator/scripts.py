@@ -8,19 +8,19 @@ per-item ones (run, index, per-second keys) are built by the caller from the sam
 
 from __future__ import annotations
 
-# KEYS: nb dedup bucket sets, nr run hashes, history ids. ARGV: nb, nr, digests...
+# KEYS: history ids. ARGV[1]: JSON {buckets, runs (run hash keys), digests}.
 # Returns {applied flags ("0"/"1" per digest), history size, f1, v1, n1, f2, v2, n2, ...}.
 LOAD = """
-local nb, nr = tonumber(ARGV[1]), tonumber(ARGV[2])
-local nd = #ARGV - 2
+local q = cjson.decode(ARGV[1])
+local digests = q.digests
 local flags = {}
-for i = 1, nd do flags[i] = '0' end
-for b = 1, nb do
-  if redis.call('EXISTS', KEYS[b]) == 1 then
+for i = 1, #digests do flags[i] = '0' end
+for _, bucket in ipairs(q.buckets) do
+  if #digests > 0 and redis.call('EXISTS', bucket) == 1 then
     local i = 1
-    while i <= nd do
-      local j = math.min(nd, i + 3999)
-      local hits = redis.call('SMISMEMBER', KEYS[b], unpack(ARGV, i + 2, j + 2))
+    while i <= #digests do
+      local j = math.min(#digests, i + 3999)
+      local hits = redis.call('SMISMEMBER', bucket, unpack(digests, i, j))
       for k = 1, #hits do
         if hits[k] == 1 then flags[i + k - 1] = '1' end
       end
@@ -28,9 +28,9 @@ for b = 1, nb do
     end
   end
 end
-local out = {table.concat(flags), redis.call('ZCARD', KEYS[nb + nr + 1])}
-for r = 1, nr do
-  local fvn = redis.call('HMGET', KEYS[nb + r], 'f', 'v', 'n')
+local out = {table.concat(flags), redis.call('ZCARD', KEYS[1])}
+for _, key in ipairs(q.runs) do
+  local fvn = redis.call('HMGET', key, 'f', 'v', 'n')
   out[#out + 1] = fvn[1] or ''
   out[#out + 1] = fvn[2] or ''
   out[#out + 1] = fvn[3] or '0'
@@ -39,11 +39,11 @@ return out
 """
 
 # KEYS: stats, history ids, history data, history index registry, feed, outbox, marker set,
-# run index registry. ARGV[1]: the write set as one MessagePack map (see store._write_set);
-# every number in it is a string, so Lua's doubles never reformat one (1e+15).
+# run index registry. ARGV[1]: the write set as one JSON object (see store._write_set); every
+# number in it is a string, so Lua's doubles never reformat one (1e+15).
 # Returns 1 when written, 0 when a check failed (nothing written).
 COMMIT = """
-local w = cmsgpack.unpack(ARGV[1])
+local w = cjson.decode(ARGV[1])
 local function chunked(cmd, key, list)
   local i = 1
   while i <= #list do
@@ -114,8 +114,14 @@ for _, child in ipairs(w.children) do
 end
 
 -- feed entries, notification outbox
+local events = 0
 for _, entry in ipairs(w.feed) do
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', w.feed_max, '*', w.type_field, entry[1], w.data_field, entry[2])
+  local data = entry[2]
+  if data == nil then  -- an `event` entry: the data of the next history item
+    events = events + 1
+    data = w.history_data[2 * events]
+  end
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', w.feed_max, '*', w.type_field, entry[1], w.data_field, data)
 end
 if #w.outbox > 0 then chunked('HSET', KEYS[6], w.outbox) end
 return 1

@@ -14,10 +14,10 @@ round trips. Everything lives in the partition's slot `{pN}`, so the commit is o
 even on a cluster. A crash before it leaves nothing; after it, the markers turn a redelivery into
 a no-op.
 
-Dedup markers: 12-byte digests of event ids in time-bucketed sets (`seen:<bucket>`, bucket =
+Dedup markers: 96-bit digests of event ids (base64) in time-bucketed sets (`seen:<bucket>`, bucket =
 dedup window / 6 of wall-clock time at apply), each expiring one window after its bucket closed;
 a read checks every bucket of the last window (plus one on each side for clock skew between
-replicas). Memory is bounded by (events applied per window) x ~50 bytes.
+replicas). Memory is bounded by (events applied per window) x ~60 bytes.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from msgspec import msgpack
 from redis.asyncio import Redis
 
 from services.aggregator import scripts
@@ -92,16 +91,14 @@ async def commit(redis: Redis, settings: Settings, partition: int, prepared: Pre
 
 
 async def _read(
-    redis: Redis, partition: int, bucket_keys: list[str], digests: list[bytes], run_ids: list[str]
-) -> tuple[set[bytes], dict[str, tuple[dict[str, Any], dict[str, Any]]], dict[str, str], int]:
-    script_keys = [
-        *bucket_keys,
-        *(keys.run_key(partition, r) for r in run_ids),
-        keys.history_ids(partition),
-    ]
-    reply = await redis.eval(
-        scripts.LOAD, len(script_keys), *script_keys, len(bucket_keys), len(run_ids), *digests
-    )
+    redis: Redis, partition: int, bucket_keys: list[str], digests: list[str], run_ids: list[str]
+) -> tuple[set[str], dict[str, tuple[dict[str, Any], dict[str, Any]]], dict[str, str], int]:
+    query = {
+        "buckets": bucket_keys,
+        "runs": [keys.run_key(partition, r) for r in run_ids],
+        "digests": digests,
+    }
+    reply = await redis.eval(scripts.LOAD, 1, keys.history_ids(partition), orjson.dumps(query))
     flags, size, runs = reply[0], int(reply[1]), reply[2:]
     applied = {d for d, flag in zip(digests, flags, strict=True) if flag == ord("1")}
     stored = {}
@@ -143,19 +140,22 @@ def _commit_keys(p: int, bucket: int) -> list[str]:
 def _write_set(
     settings: Settings, p: int, ws: WriteSet, bucket: int, checks: tuple[list[str], dict[str, str]]
 ) -> bytes:
-    """The write set as the one MessagePack map scripts.COMMIT reads (numbers as strings)."""
+    """The write set as the one JSON object scripts.COMMIT reads (numbers as strings)."""
     bucket_keys, versions = checks
     by_index: dict[str, list[str]] = defaultdict(list)
     ids: list[str] = []
     data: list[Any] = []
     for member, raw, indexes in ws.history:
         ids += ("0", member)
-        data += (member, raw)
+        data += (member, raw.decode())
         for field, value in indexes:
             by_index[keys.history_index(p, field, value)] += ("0", member)
-    return msgpack.encode({
-        "type_field": keys.FEED_TYPE_FIELD,
-        "data_field": keys.FEED_DATA_FIELD,
+    # JSON (cjson in Redis): Redis 6.2's cmsgpack predates MessagePack's str8/bin types. Byte
+    # strings go as text (all UTF-8 JSON, checked by orjson when the event was parsed), numbers
+    # as strings.
+    return orjson.dumps({
+        "type_field": keys.FEED_TYPE_FIELD.decode(),
+        "data_field": keys.FEED_DATA_FIELD.decode(),
         "buckets": bucket_keys,
         "markers": ws.markers,
         "versions": list(versions.items()),
@@ -171,8 +171,9 @@ def _write_set(
         "children_ttl": str(settings.run_retention_s),
         "children": [(keys.run_children(p, parent), child) for parent, child in ws.children],
         "feed_max": str(settings.feed_max),
-        "feed": ws.feed,
-        "outbox": [x for o in ws.occurrences for x in (o.dedup_id, orjson.dumps(o.__dict__))],
+        # An `event` entry is the history item of the same rank: sent once, as history data.
+        "feed": [(name,) if name == "event" else (name, data.decode()) for name, data in ws.feed],
+        "outbox": [x for o in ws.occurrences for x in (o.dedup_id, orjson.dumps(o.__dict__).decode())],
     })  # fmt: skip
 
 
@@ -190,9 +191,8 @@ def _run_writes(settings: Settings, p: int, changes: dict[str, RunChange]) -> di
         first_ms = str(int(change.facts["first_ms"]))
         expire = str(int(change.facts["first_ms"]) // 1000 + settings.run_retention_s)
         key = keys.run_key(p, run_id)
-        runs.append(
-            (key, orjson.dumps(change.facts), change.encoded(), str(change.facts["n"]), expire)
-        )
+        facts, view = orjson.dumps(change.facts).decode(), change.encoded().decode()
+        runs.append((key, facts, view, str(change.facts["n"]), expire))
         adds[keys.runs_index(p)] += (first_ms, run_id)
         old, new = _run_index_values(change.before), _run_index_values(change.view)
         for field, value in old - new:

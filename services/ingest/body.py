@@ -7,12 +7,12 @@ for one orjson parse.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
 
+from services.ingest.deadline import Deadline
 from shared.errors import (
     BadRequest,
     ErrorDetail,
@@ -44,7 +44,7 @@ async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes
     chunks: list[bytes] = []
     total = 0
     try:
-        async with asyncio.timeout(timeout_s):
+        with Deadline(timeout_s):
             async for chunk in request.stream():
                 total += len(chunk)
                 if total > max_bytes:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from services.ingest.deadline import Deadline
 from services.ingest.metrics import IngestMetrics
 from shared.errors import Unavailable
 from shared.keys import EVENT_FIELD
@@ -66,7 +67,7 @@ class Publisher:
         self._wake.set()
         try:
             # On timeout the future is cancelled: if it is still queued, the flusher drops it.
-            async with asyncio.timeout(self._timeout_s):
+            with Deadline(self._timeout_s):
                 await future
         except TimeoutError:
             raise Unavailable(

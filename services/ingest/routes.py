@@ -37,15 +37,18 @@ from shared.errors import (
 )
 from shared.keys import events_stream, partition_for
 from shared.schemas import (
-    LLMONITOR_BODY,
+    LLMONITOR_REQUEST,
     WEBHOOK_BODY,
     IngestResults,
+    LLMonitorEvent,
     Ok,
     json_body,
     problem_responses,
 )
 from shared.settings import Settings
 
+WATCHER_PATH = "/api/open-wrapper"
+LLMONITOR_PATHS = ("/v1/runs/ingest", "/api/report")
 JSON = "application/json"
 OK_BODY = b'{"ok":true}'
 
@@ -227,7 +230,7 @@ WRITE_ERRORS = (400, 401, 408, 413, 415, 422, 429, 503)
 def create_router(ingest: Ingest) -> APIRouter:
     router = APIRouter(tags=["ingest"])
     router.add_api_route(
-        "/api/open-wrapper",
+        WATCHER_PATH,
         ingest.webhook,
         methods=["POST"],
         summary="LLM Watcher webhook: one DashboardEvent or a batch (all-or-nothing)",
@@ -242,7 +245,10 @@ def create_router(ingest: Ingest) -> APIRouter:
     )
     llmonitor_doc = {
         "openapi_extra": json_body(
-            LLMONITOR_BODY, '`{"events": [...]}`, a bare array of events, or one event'
+            LLMONITOR_REQUEST,
+            '`{"events": [...]}`, a bare array of events, or one event. Each event is judged '
+            "alone against `x-event-schema`: a failing one is reported in a 207",
+            item_schema=LLMonitorEvent,
         ),
         "responses": {
             200: {"model": IngestResults, "description": "every event published"},
@@ -253,10 +259,8 @@ def create_router(ingest: Ingest) -> APIRouter:
             **problem_responses(*WRITE_ERRORS, 403),
         },
     }
-    for path, summary in (
-        ("/v1/runs/ingest", "LLMonitor/Lunary ingestion"),
-        ("/api/report", "LLMonitor ingestion (older SDK path)"),
-    ):
+    summaries = ("LLMonitor/Lunary ingestion", "LLMonitor ingestion (older SDK path)")
+    for path, summary in zip(LLMONITOR_PATHS, summaries, strict=True):
         router.add_api_route(
             path, ingest.llmonitor, methods=["POST"], summary=summary, **llmonitor_doc
         )

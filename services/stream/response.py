@@ -57,6 +57,16 @@ def _transport(receive: Receive) -> Any:
     return transport if callable(getattr(transport, "abort", None)) else None
 
 
+async def _cancel(*tasks: asyncio.Task[None]) -> None:
+    """Cancel and wait, cancelling again while a task runs on. On Python 3.11, redis-py sends
+    every command through `asyncio.wait_for`, which swallows a cancellation that lands as the
+    send completes (CPython gh-86296): the writer would then carry on into its live loop and hold
+    the stream, its task and its per-IP slot forever (tests/e2e/test_faults_sse.py)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)  # all done: marks exceptions retrieved
+
+
 class SseResponse(Response):
     media_type = "text/event-stream"
 
@@ -89,9 +99,7 @@ class SseResponse(Response):
             try:
                 await asyncio.wait({writer, listener}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for task in (writer, listener):
-                    task.cancel()
-                await asyncio.gather(writer, listener, return_exceptions=True)
+                await _cancel(writer, listener)
             exc = writer.exception() if writer.done() and not writer.cancelled() else None
             if isinstance(exc, UNAVAILABLE):
                 log.warning("SSE stream ended: Redis unavailable (%s)", exc)

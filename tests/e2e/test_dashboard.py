@@ -151,6 +151,10 @@ def test_seed_events_stats_runs_notifications_and_system_arrive_live(
     expect(running).to_have_count(0)
     expect(page.locator(f'#runs-recent li[data-run-id="{session}"]')).to_be_visible()
 
+    # The stats follow (throttled, not polled): three more events, nothing in flight.
+    expect(page.locator("#stat-total")).to_have_text(f"{expected + 3:,}")
+    expect(page.locator("#stat-runs")).to_have_text("0")
+
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)
     print(f"dashboard screenshot: {shot}")

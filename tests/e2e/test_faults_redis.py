@@ -137,10 +137,8 @@ async def test_redis_killed_under_load_loses_no_acknowledged_event(procs: Stack)
         await loadgen.until(
             lambda: len(resumer.events) >= len(ledger.acked) - seen_before, timeout=20
         )
-        watching.cancel()
         assert resuming is not None
-        resuming.cancel()
-        await asyncio.gather(watching, resuming, return_exceptions=True)
+        await loadgen.cancel(watching, resuming)
     assert len(live.events) == len(set(live.events)) == len(ledger.acked)
     assert set(live.events) == set(ledger.acked)
     assert resumer.events == live.events[seen_before:]

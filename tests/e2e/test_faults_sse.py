@@ -100,8 +100,7 @@ async def round_of(gateway: Service, redis: Redis, cycles: int, stuck: int) -> N
         try:
             await asyncio.gather(*(cycle(i) for i in range(cycles)))
         finally:
-            trickling.cancel()
-            await asyncio.gather(trickling, return_exceptions=True)
+            await loadgen.cancel(trickling)
 
     dropped = gateway.metric("llmwatch_sse_clients_dropped_total")
     sockets = [stalled(port) for _ in range(stuck)]
@@ -116,8 +115,8 @@ async def round_of(gateway: Service, redis: Redis, cycles: int, stuck: int) -> N
         )
     finally:
         done.set()
-        pushing.cancel()
-        await asyncio.gather(pushing, slow, return_exceptions=True)
+        await loadgen.cancel(pushing)
+        await slow  # returns within a second of `done`
         for sock in sockets:
             sock.close()
     await loadgen.until(lambda: gateway.metric("llmwatch_sse_streams_open") == 0, timeout=20)
@@ -149,7 +148,8 @@ async def test_thousands_of_streams_and_stalled_clients_leak_nothing(procs: Stac
     finally:
         await redis.aclose()
     assert tasks_after <= tasks, (tasks, tasks_after)
-    assert clients_after <= clients + 2, (clients, clients_after)
+    # the pool keeps what peak concurrency needed, never one connection per stream served
+    assert clients_after <= max(clients, CONCURRENCY) + 2, (clients, clients_after)
     assert rss_after - rss < 40 * 2**20, (rss, rss_after)  # bounded: no per-connection residue
     assert gateway.metric("llmwatch_sse_streams_open") == 0
     assert "Traceback" not in gateway.log_text()

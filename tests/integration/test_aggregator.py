@@ -45,8 +45,12 @@ async def test_drain_applies_everything_once(
     stats = await read_stats(redis, settings.partitions)
     assert stats["total"] == 300 and stats["tokens"]["completion"] == 300
     assert sorted(await history_ids(redis, 4)) == sorted(e["id"] for e in events)
-    feed = sum([await redis.xlen(keys.feed_stream(p)) for p in range(4)])
-    assert feed == 300  # one `event` entry each (no runs in this batch)
+    feed = [f for p in range(4) for _, f in await redis.xrange(keys.feed_stream(p))]
+    assert len(feed) == 300  # one `event` entry each (no runs in this batch)
+    assert {f[keys.FEED_TYPE_FIELD] for f in feed} == {b"event"}
+    assert sorted(orjson.loads(f[keys.FEED_DATA_FIELD])["id"] for f in feed) == sorted(
+        e["id"] for e in events
+    )
 
 
 async def test_client_resend_with_same_id_counts_once(

@@ -439,3 +439,20 @@ async def test_openapi_declares_the_request_bodies(client: httpx.AsyncClient) ->
 async def test_readyz_pings_redis(client: httpx.AsyncClient) -> None:
     response = await client.get("/readyz")
     assert response.status_code == 200 and response.json()["checks"]["ingest"] == "ok"
+
+
+async def test_fast_routes_keep_metrics_cors_and_405(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    settings = make_settings(cors_origins=["https://app.example"])
+    async with ingest(settings) as client:
+        origin = {"origin": "https://app.example"}
+        response = await client.post(WATCHER_PATH, json=event(), headers=origin)
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == "https://app.example"
+        problem(await client.get(WATCHER_PATH), 405)
+        problem(await client.post(WATCHER_PATH, content=b"{"), 400)  # errors rendered here too
+        metrics = (await client.get("/metrics")).text
+    label = 'method="POST",route="/api/open-wrapper",status="200"'
+    assert f"llmwatch_http_request_duration_seconds_count{{{label}}} 1.0" in metrics
+    assert await total(redis) == 1
