@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# Leaves of threads that only wait (an idle thread-pool worker, a thread blocked on a lock):
+# `--idle` samples them too, but they say nothing about where the work goes.
+IDLE_LEAVES = frozenset({"_worker (futures/thread.py)", "wait (threading.py)"})
 
 
 def py_spy() -> str | None:
@@ -66,7 +69,7 @@ def summarize(raw: str, *, rate: int, seconds: float, top: int = 12) -> dict[str
         count = int(count_text)
         frames = [f for f in stack.split(";")
                   if f and not f.startswith("process ") and not f.startswith("thread ")]  # fmt: skip
-        if not frames:
+        if not frames or _short(frames[-1]) in IDLE_LEAVES:
             continue
         total += count
         own[_short(frames[-1])] += count

@@ -112,19 +112,8 @@ async def _read(
     return applied, stored, versions, size
 
 
-_COMMIT_KEYS = (
-    "stats",
-    "history_ids",
-    "history_data",
-    "history_indexes",
-    "feed",
-    "outbox",
-    "markers",
-    "runs_indexes",
-)
-
-
 def _commit_keys(p: int, bucket: int) -> list[str]:
+    """The fixed keys scripts.COMMIT declares (the per-item ones share their `{pN}` tag)."""
     return [
         keys.stats_key(p),
         keys.history_ids(p),

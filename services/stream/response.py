@@ -62,8 +62,10 @@ async def _cancel(*tasks: asyncio.Task[None]) -> None:
     every command through `asyncio.wait_for`, which swallows a cancellation that lands as the
     send completes (CPython gh-86296): the writer would then carry on into its live loop and hold
     the stream, its task and its per-IP slot forever (tests/e2e/test_faults_sse.py)."""
-    for task in tasks:
-        task.cancel()
+    while pending := [task for task in tasks if not task.done()]:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.05)
     await asyncio.gather(*tasks, return_exceptions=True)  # all done: marks exceptions retrieved
 
 

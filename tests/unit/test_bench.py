@@ -82,7 +82,8 @@ def test_paced_parts_make_valid_json() -> None:
 
 def test_profile_summary_shares() -> None:
     raw = ("process 1;main (services/cli.py:1);run (services/ingest/routes.py:5);json (orjson.py:1) 3\n"
-           "process 1;main (services/cli.py:1);wait (asyncio/base_events.py:9) 1\n")  # fmt: skip
+           "process 1;main (services/cli.py:1);wait (asyncio/base_events.py:9) 1\n"
+           "process 1;thread 2;_worker (concurrent/futures/thread.py:81) 9\n")  # fmt: skip
     summary = profile.summarize(raw, rate=100, seconds=1)
     assert summary["samples"] == 4
     assert summary["self"][0] == ["json (orjson.py)", 75.0]
