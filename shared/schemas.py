@@ -19,6 +19,18 @@ EPOCH_MS_MIN, EPOCH_MS_MAX = -62_135_596_800_000, 253_402_300_799_999
 EpochMs = Annotated[float, Field(ge=EPOCH_MS_MIN, le=EPOCH_MS_MAX)]
 EventTimestamp = datetime | EpochMs  # RFC 3339 string, or epoch milliseconds
 
+# LLMonitor `event` → DashboardEvent (event_type, status), CONTRACT §2. `chat` records one message
+# of a conversation (Lunary threads): a request, but informational — it neither starts nor ends
+# a run.
+LLMONITOR_EVENT_MAP: dict[str, tuple[str, str]] = {
+    "start": ("request", "start"),
+    "end": ("completion", "completed"),
+    "error": ("error", "failed"),
+    "feedback": ("status", "info"),
+    "update": ("status", "info"),
+    "chat": ("request", "info"),
+}
+
 
 class DashboardEvent(BaseModel):
     """One event as stored in the stream (field `e`), in history and on the SSE feeds."""

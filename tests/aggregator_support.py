@@ -13,15 +13,10 @@ from redis.asyncio import Redis
 from services.aggregator.consumer import Consumer
 from services.aggregator.metrics import AggregatorMetrics
 from shared import keys
+from shared.schemas import LLMONITOR_EVENT_MAP
 from shared.settings import Settings
 
-LLMONITOR_MAP = {
-    "start": ("request", "start"),
-    "end": ("completion", "completed"),
-    "error": ("error", "failed"),
-    "feedback": ("status", "info"),
-    "update": ("status", "info"),
-}
+LLMONITOR_MAP = LLMONITOR_EVENT_MAP
 
 
 def webhook(

@@ -23,16 +23,6 @@ from shared.times import parse_rfc3339
 LLMONITOR = "llmonitor"
 WEBHOOK = "webhook"
 
-# LLMonitor event -> (event_type, status), as CONTRACT §2 maps them.
-LLMONITOR_MAP = {
-    "start": ("request", "start"),
-    "end": ("completion", "completed"),
-    "error": ("error", "failed"),
-    "feedback": ("status", "info"),
-    "update": ("status", "info"),
-    "chat": ("request", "info"),
-}
-
 
 class BadEvent(ValueError):
     """The entry cannot be applied (not JSON, not an object, no id): retried, then dead-lettered."""

@@ -19,21 +19,13 @@ from services.ingest.normalize import (
     wrong_type,
 )
 from shared.errors import ErrorDetail
+from shared.schemas import LLMONITOR_EVENT_MAP
 
 SOURCE = "llmonitor"
 TYPES = frozenset(
     {"llm", "agent", "tool", "chain", "chat", "convo", "thread", "embed", "retriever"}
 )
-# LLMonitor `event` → DashboardEvent (event_type, status). `chat` records one message of a
-# conversation (Lunary threads): a request, but informational — it neither starts nor ends a run.
-EVENT_MAP = {
-    "start": ("request", "start"),
-    "end": ("completion", "completed"),
-    "error": ("error", "failed"),
-    "feedback": ("status", "info"),
-    "update": ("status", "info"),
-    "chat": ("request", "info"),
-}
+EVENT_MAP = LLMONITOR_EVENT_MAP
 # An event's id is uuid5(ID_NAMESPACE, "runId|event|timestamp"): the same event re-sent gets the
 # same id, so the aggregator's dedup applies it once. Never change this value.
 ID_NAMESPACE = uuid.UUID("b2cd37a7-a190-5224-a754-9d6c67e020e5")
