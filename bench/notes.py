@@ -37,19 +37,19 @@ METHOD = """
 
 NOTES: dict[str, str] = {
     "ingest_single": """
-**What bounds it: per-request Python work in one process, mostly the HTTP framework's.** The
-ingest process runs at about one core while Redis idles (CPU line above). Compare the three
-servers of this figure: the bare ASGI app is what uvicorn + httptools cost; the one-route
-FastAPI app adds routing, the middleware chain, request/response objects and dependency
-solving; ingest adds its own work on top (shared HTTP metrics middleware, rate-limit and auth
-checks, body read, orjson parse, validation, normalisation, the group-commit publish). The py-spy
-lines split the same way: library frames (uvicorn, starlette, fastapi) against llmwatch's own
-functions (inclusive).
-*What would move it:* serve the write routes from a raw ASGI handler in front of FastAPI (the
-experiment line above runs ingest's own handler behind such a front, in the same run), then
-trim the handler itself: validate with msgspec structs, answer with pre-encoded bytes, record
-metrics without wrapping `send`, avoid per-request timers where the publish already has one;
-run more ingest replicas where cores allow (see the horizontal figure).
+**What bounds it: per-request Python work in one process.** The ingest process runs near one
+core while Redis idles (CPU line above). The servers of this figure split that work: the bare
+ASGI app is uvicorn + httptools alone; the one-route FastAPI app shows what FastAPI's routing
+and middleware cost; the raw-ASGI-front experiment runs ingest's own handler with nothing in
+front of it. So "service ÷ experiment" is what still sits between uvicorn and the handler
+(routing, the outer middleware such as the HTTP-metrics one that wraps `send`), and
+"experiment ÷ bare app" is the handler's own work (auth and rate-limit checks, body read,
+parse, validation, normalisation, the group-commit publish and its timeout). The py-spy lines
+show the same split by function.
+*What would move it:* fewer layers between uvicorn and the handler (the hot route outermost,
+metrics recorded without wrapping `send`), a leaner handler (msgspec validation, pre-encoded
+answers, one timer per publish round trip rather than per request), and more ingest replicas
+where cores allow (see the horizontal figure).
 """,
     "ingest_batch": """
 **What bounds it: per-event Python work in one process.** With 100 events per request the

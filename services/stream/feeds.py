@@ -69,7 +69,7 @@ def entry(stream: int, raw_id: bytes, fields: dict[bytes, bytes]) -> Entry | Non
     if name is None or data is None or not valid_name(name.decode("ascii", "replace")):
         return None
     ms, seq = parse_id(raw_id)
-    return Entry(Position(ms, seq, stream), name, data)
+    return Entry(Position(ms, seq, stream), name, sse.json_data(data))
 
 
 def wants(feed: Feed, names: frozenset[bytes] | None, name: bytes) -> bool:

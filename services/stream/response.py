@@ -180,7 +180,7 @@ class SseResponse(Response):
             self.hub.redis, self.hub.partitions, self.plan.snapshot
         )
         if events:
-            await self._send(send, b"".join(sse.frame(raw) for raw in events))
+            await self._send(send, b"".join(sse.frame(sse.json_data(raw)) for raw in events))
             self._sent.inc(len(events))
         start = self.hub.delivered
         assert start is not None

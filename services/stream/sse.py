@@ -21,6 +21,26 @@ def _field(name: str, value: str | bytes) -> bytes:
     return f"{name}: {text}\n".encode()
 
 
+# JSON leaves U+2028, U+2029 and U+0085 unescaped, and clients that split lines the way Python
+# does (`str.splitlines`: httpx's `aiter_lines`, hence httpx-sse) would cut a message there,
+# although the spec splits only on CR and LF. In JSON they can only sit inside strings, where
+# the `\uXXXX` escape is the same value. (A lead byte never continues a character, so these
+# byte sequences are always those characters.)
+_LINE_LIKE = (
+    (b"\xe2\x80\xa8", b"\\u2028"),
+    (b"\xe2\x80\xa9", b"\\u2029"),
+    (b"\xc2\x85", b"\\u0085"),
+)
+
+
+def json_data(data: bytes) -> bytes:
+    """A JSON payload with the characters some clients take for line breaks escaped."""
+    for raw, escaped in _LINE_LIKE:
+        if raw in data:
+            data = data.replace(raw, escaped)
+    return data
+
+
 def _data_lines(data: bytes) -> bytes:
     if b"\n" not in data and b"\r" not in data:
         return b"data: " + data + b"\n"
