@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -48,11 +49,18 @@ def render(registry: CollectorRegistry) -> tuple[bytes, str]:
 
 
 class HttpMetricsMiddleware:
-    """Request duration by method, route template and status. SSE streams are skipped: their
-    duration is the connection's life, which has its own gauges in the stream gateway."""
+    """Request duration by method, route template and status.
 
-    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
+    Long-lived streams (`skip_paths`, the SSE feeds) pass straight through: their duration is
+    the connection's life, which the stream gateway measures with its own gauges, and wrapping
+    `send` would cost a Python call on every frame of every client.
+    """
+
+    def __init__(
+        self, app: ASGIApp, registry: CollectorRegistry, skip_paths: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
+        self.skip_paths = skip_paths
         self.duration = Histogram(
             "llmwatch_http_request_duration_seconds",
             "HTTP request duration",
@@ -60,30 +68,27 @@ class HttpMetricsMiddleware:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self._children: dict[tuple[str, str, int], Any] = {}  # labels() is a locked lookup
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in self.skip_paths:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
         status = 500
-        streaming = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, streaming
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                for name, value in message.get("headers", ()):
-                    if name == b"content-type" and value.startswith(b"text/event-stream"):
-                        streaming = True
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            if not streaming:
-                route = scope.get("route")
-                template = getattr(route, "path", None) or "unmatched"
-                self.duration.labels(scope["method"], template, str(status)).observe(
-                    time.perf_counter() - start
-                )
+            route = scope.get("route")
+            key = (scope["method"], getattr(route, "path", None) or "unmatched", status)
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = self.duration.labels(key[0], key[1], str(status))
+            child.observe(time.perf_counter() - start)

@@ -55,6 +55,8 @@ class Service:
     state: dict[str, Any] = field(default_factory=dict)  # for tests and sibling wiring
     # Hot endpoints served as plain ASGI (shared/fastpath.py); also declared in `routers`.
     fast_routes: list[FastRoute] = field(default_factory=list)
+    # Long-lived streaming paths (SSE): left out of the per-request HTTP duration histogram.
+    streaming_paths: frozenset[str] = frozenset()
 
 
 FatalHandler = Callable[[str, BaseException], None]
@@ -121,7 +123,11 @@ def build_app(
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Signature-256"],
         )
-    app.add_middleware(shared_metrics.HttpMetricsMiddleware, registry=ctx.registry)
+    app.add_middleware(
+        shared_metrics.HttpMetricsMiddleware,
+        registry=ctx.registry,
+        skip_paths=frozenset().union(*(s.streaming_paths for s in services)),
+    )
     app.include_router(_ops_router(ctx, services))
     for svc in services:
         for router in svc.routers:

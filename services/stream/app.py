@@ -38,6 +38,7 @@ def create_service(ctx: Context) -> Service:
             dashboard.create_router(ctx),
         ],
         tasks=[feed_reader],
+        streaming_paths=routes.FEED_PATHS,
         ready=ready,
         state={"hub": hub, "gateway": gateway, "metrics": metrics},
     )

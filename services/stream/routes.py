@@ -20,6 +20,7 @@ from shared.access import require_read
 from shared.errors import ErrorDetail, TooManyRequests, Unavailable, Unprocessable
 from shared.settings import Settings
 
+FEED_PATHS = frozenset({"/api/events", "/api/stream"})
 START_WAIT_S = 5.0  # a request arriving while the reader connects waits this long, then 503
 
 
@@ -81,7 +82,7 @@ def create_router(gateway: Gateway) -> APIRouter:
     router = APIRouter(tags=["live feeds"])
 
     @router.get(
-        "/api/events",
+        "/api/events",  # in FEED_PATHS
         summary="LLM Watcher live feed (SSE): one unnamed data message per event",
         response_class=Response,
     )
@@ -97,7 +98,7 @@ def create_router(gateway: Gateway) -> APIRouter:
         )
 
     @router.get(
-        "/api/stream",
+        "/api/stream",  # in FEED_PATHS
         summary="RunWisp live feed (SSE): named events, optional ?events= filter",
         response_class=Response,
     )

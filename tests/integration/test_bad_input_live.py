@@ -105,7 +105,7 @@ def test_100_mb_bodies_are_refused_before_they_are_read(procs: Stack) -> None:
             chunked(100 * MB),
         )
         assert status == 413
-        print("SENT", sent); assert sent < 40 * MB, sent  # refused long before the end (kernel buffers take some)
+        assert sent < 40 * MB, sent  # refused long before the end (kernel buffers take some)
         # a declared length over the limit: refused before a byte of body is read
         status, sent = upload(
             ingest.port,
@@ -113,7 +113,7 @@ def test_100_mb_bodies_are_refused_before_they_are_read(procs: Stack) -> None:
             plain(100 * MB),
         )
         assert status == 413 and sent < 40 * MB
-    baseline, peak = rss; print("RSS", baseline, peak)
+    baseline, peak = rss
     assert peak - baseline < 30 * MB, (baseline, peak)  # the body was never held whole
     assert httpx.post(ingest.url + "/api/open-wrapper", content=EVENT).status_code == 200
 
