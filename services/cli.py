@@ -24,7 +24,7 @@ from typing import Any
 
 from shared import logging as shared_logging
 from shared.redis_server import EmbeddedRedis, RedisServerNotFound
-from shared.settings import Settings, load_settings
+from shared.settings import PRODUCTION, Settings, load_settings, production_gaps
 
 log = logging.getLogger("llmwatch")
 
@@ -103,9 +103,28 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(**overrides)
 
 
+def _refuse_insecure(settings: Settings, target: str) -> bool:
+    """In production, refuse to serve routes without their tokens (README, Guarantees)."""
+    from services.targets import resolve
+
+    gaps = production_gaps(settings, resolve(target))
+    if gaps:
+        print(
+            f"llmwatch: refusing to start {target} with LLMWATCH_ENVIRONMENT="
+            f"{settings.environment}: {'; '.join(gaps)}. Set the tokens, or "
+            "LLMWATCH_ALLOW_INSECURE=true to run without them anyway.",
+            file=sys.stderr,
+        )
+    elif settings.allow_insecure and settings.environment.strip().lower() in PRODUCTION:
+        log.warning("LLMWATCH_ALLOW_INSECURE: production without the token checks")
+    return bool(gaps)
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
     shared_logging.setup(settings.log_level)
+    if _refuse_insecure(settings, "all"):
+        return 2
     if settings.redis_url:
         return _run("all", settings)
     try:
@@ -127,6 +146,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     shared_logging.setup(settings.log_level)
+    if _refuse_insecure(settings, args.target):
+        return 2
     if not settings.redis_url:
         print("llmwatch serve: set REDIS_URL (or --redis-url); `llmwatch up` starts its own Redis",
               file=sys.stderr)

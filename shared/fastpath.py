@@ -2,15 +2,18 @@
 injection (which cost several times the work of a lean handler per request).
 
 A service lists them in `Service.fast_routes` as (method, path, handler) with
-`handler(request) -> Response`; `build_app` puts `FastRoutes` inside the CORS and HTTP-metrics
-middleware, so those still apply. The same paths stay registered as FastAPI routes, which
-document them in OpenAPI and serve any other method (405). A handler's `LlmwatchError` becomes
-its problem+json here, since FastAPI's exception middleware sits below this one.
+`handler(request) -> Response`. `build_app` puts `FastRoutes` in front of the whole FastAPI app
+(its per-request telemetry, body-limit and error middleware cost more than the handler), or,
+when CORS is configured, inside the CORS middleware so that it still applies. The request
+duration is recorded here. The same paths stay registered as FastAPI routes, which document
+them in OpenAPI and serve any other method (405). A handler's `LlmwatchError` becomes its
+problem+json here, since FastAPI's exception middleware is not in the way.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -18,6 +21,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.errors import LlmwatchError
+from shared.metrics import HttpMetrics
 from shared.problems import from_error, problem_response
 
 log = logging.getLogger(__name__)
@@ -27,9 +31,15 @@ FastRoute = tuple[str, str, Handler]  # (method, exact path, handler)
 
 
 class FastRoutes:
-    def __init__(self, app: ASGIApp, routes: dict[tuple[str, str], tuple[Handler, object]]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: dict[tuple[str, str], tuple[Handler, object]],
+        http: HttpMetrics | None = None,
+    ) -> None:
         self.app = app
         self.routes = routes  # (method, path) -> (handler, the documented route, for metrics)
+        self.http = http  # None when an outer HttpMetricsMiddleware already measures
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         hit = self.routes.get((scope.get("method", ""), scope.get("path", "")))
@@ -38,6 +48,7 @@ class FastRoutes:
             return
         handler, route = hit
         scope["route"] = route
+        start = time.perf_counter()
         request = Request(scope, receive, send)
         try:
             response = await handler(request)
@@ -47,3 +58,5 @@ class FastRoutes:
             log.exception("unhandled error on %s", scope["path"])
             response = problem_response(500, "internal error", instance=scope["path"])
         await response(scope, receive, send)
+        if self.http is not None:
+            self.http.observe(scope["method"], route, response.status_code, time.perf_counter() - start)

@@ -48,6 +48,27 @@ def render(registry: CollectorRegistry) -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
+class HttpMetrics:
+    """The HTTP request duration histogram, with its label children cached (labels() locks)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.duration = Histogram(
+            "llmwatch_http_request_duration_seconds",
+            "HTTP request duration",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._children: dict[tuple[str, str, int], Any] = {}
+
+    def observe(self, method: str, route: object, status: int, seconds: float) -> None:
+        key = (method, getattr(route, "path", None) or "unmatched", status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.duration.labels(key[0], key[1], str(status))
+        child.observe(seconds)
+
+
 class HttpMetricsMiddleware:
     """Request duration by method, route template and status.
 
@@ -57,18 +78,11 @@ class HttpMetricsMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, registry: CollectorRegistry, skip_paths: frozenset[str] = frozenset()
+        self, app: ASGIApp, http: HttpMetrics, skip_paths: frozenset[str] = frozenset()
     ) -> None:
         self.app = app
+        self.http = http
         self.skip_paths = skip_paths
-        self.duration = Histogram(
-            "llmwatch_http_request_duration_seconds",
-            "HTTP request duration",
-            ["method", "route", "status"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self._children: dict[tuple[str, str, int], Any] = {}  # labels() is a locked lookup
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.skip_paths:
@@ -86,9 +100,4 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            key = (scope["method"], getattr(route, "path", None) or "unmatched", status)
-            child = self._children.get(key)
-            if child is None:
-                child = self._children[key] = self.duration.labels(key[0], key[1], str(status))
-            child.observe(time.perf_counter() - start)
+            self.http.observe(scope["method"], scope.get("route"), status, time.perf_counter() - start)

@@ -20,8 +20,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from shared import metrics as shared_metrics
+from shared import openapi
 from shared.fastpath import FastRoute, FastRoutes
 from shared.problems import install_handlers
 from shared.settings import Settings
@@ -104,7 +106,7 @@ def build_app(
             if close_redis:
                 await ctx.redis.aclose()
 
-    app = FastAPI(
+    app = App(
         title="llmwatch",
         version=VERSION,
         description=f"llmwatch services: {names}",
@@ -113,9 +115,13 @@ def build_app(
     app.state.ctx = ctx
     app.state.services = {s.name: s for s in services}
     install_handlers(app)
+    openapi.install(app)  # errors as they really leave: problem+json, 401/503 everywhere
+    http = shared_metrics.HttpMetrics(ctx.registry)
     fast = [route for svc in services for route in svc.fast_routes]
-    if fast:  # innermost of ours: CORS and HTTP metrics still see these requests
+    if fast and ctx.settings.cors_origins:  # inside CORS and the HTTP metrics middleware
         app.add_middleware(FastRoutes, routes=_fast_routes(services, fast))
+    elif fast:  # in front of the whole app, measuring its own requests
+        app.fast = FastRoutes(app.slow_path, _fast_routes(services, fast), http)
     if ctx.settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -125,7 +131,7 @@ def build_app(
         )
     app.add_middleware(
         shared_metrics.HttpMetricsMiddleware,
-        registry=ctx.registry,
+        http=http,
         skip_paths=frozenset().union(*(s.streaming_paths for s in services)),
     )
     app.include_router(_ops_router(ctx, services))
@@ -146,6 +152,21 @@ def _fast_routes(
                 for method in getattr(route, "methods", None) or ():
                     documented[(method, getattr(route, "path", ""))] = route
     return {(m, p): (handler, documented.get((m, p))) for m, p, handler in fast}
+
+
+class App(FastAPI):
+    """FastAPI, with an optional fast-route front (shared/fastpath.py) ahead of its stack."""
+
+    fast: FastRoutes | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast is not None:
+            await self.fast(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def slow_path(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
 
 
 def _supervise(ctx: Context, on_fatal: FatalHandler) -> Callable[[asyncio.Task[None]], None]:

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
     data_dir: Path = Path(".llmwatch")
     environment: str = "dev"  # "prod" refuses to start without tokens; see README
+    allow_insecure: bool = False  # in prod, start even without the tokens (production_gaps)
 
     # --- redis ---------------------------------------------------------------------------
     redis_url: str | None = Field(
@@ -140,6 +141,33 @@ class Settings(BaseSettings):
             return None
         plain = value.get_secret_value()
         return plain or None
+
+
+PRODUCTION = frozenset({"prod", "production"})
+MIN_TOKEN_CHARS = 16
+
+
+def production_gaps(settings: Settings, services: list[str]) -> list[str]:
+    """What keeps a process running `services` from being safe in production: missing or short
+    tokens for the routes it serves. Empty outside `LLMWATCH_ENVIRONMENT=prod`, or when
+    `LLMWATCH_ALLOW_INSECURE` says to start anyway. Pure: the CLI turns gaps into a refusal."""
+    if settings.environment.strip().lower() not in PRODUCTION or settings.allow_insecure:
+        return []
+    needed: dict[str, tuple[str, ...]] = {}
+    if "ingest" in services:  # the write routes, and /api/apps
+        needed["LLMWATCH_INGEST_TOKEN (or LLMWATCH_INGEST_HMAC_SECRET)"] = (
+            "ingest_token", "ingest_hmac_secret",
+        )  # fmt: skip
+    if {"ingest", "stream", "metrics"} & set(services):  # apps, dead letters, /api/reload
+        needed["LLMWATCH_ADMIN_TOKEN"] = ("admin_token",)
+    gaps: list[str] = []
+    for label, names in needed.items():
+        values = [v for v in (settings.secret(n) for n in names) if v is not None]
+        if not values:
+            gaps.append(f"{label} is not set")
+        elif all(len(v) < MIN_TOKEN_CHARS for v in values):
+            gaps.append(f"{label} is shorter than {MIN_TOKEN_CHARS} characters")
+    return gaps
 
 
 def load_settings(**overrides: Any) -> Settings:
