@@ -21,6 +21,16 @@ PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 PROBLEM_JSON = "application/problem+json"
 EVENT_STREAMS = frozenset({"/api/events", "/api/stream"})  # SSE, CONTRACT §3
 UNGUARDED = frozenset({"/healthz", "/readyz", "/metrics"})  # probes: never behind a token
+SSE_MESSAGE = {  # one message of the stream (the fields a client's parser hands over)
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "description": "absent on /api/events (unnamed messages)"},
+        "data": {"type": "string", "description": "JSON"},
+        "id": {"type": "string", "description": "opaque resume cursor; absent on ping"},
+        "retry": {"type": "integer"},
+    },
+    "required": ["data"],
+}
 READY_BODY = {
     "type": "object",
     "properties": {
@@ -62,7 +72,7 @@ def _fix_operation(method: str, path: str, operation: dict[str, Any]) -> None:
         wanted.append("429")
         responses["200"] = {
             "description": "a Server-Sent Events stream (never ends on its own)",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": SSE_MESSAGE}},
         }
     for status in wanted:
         responses.setdefault(status, problem(GENERIC[status]))

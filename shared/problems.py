@@ -43,8 +43,13 @@ def _safe_value(value: Any) -> Any:
     try:
         encoded = orjson.dumps(value)
     except TypeError:
+        encoded = b""
+    if encoded and len(encoded) <= 200:
+        return value
+    try:
         return repr(value)[:200]
-    return value if len(encoded) <= 200 else repr(value)[:200]
+    except RecursionError:  # e.g. a 1,000-level array a client sent: not echoed, never a 500
+        return f"<{type(value).__name__} nested too deep to show>"
 
 
 def problem_body(

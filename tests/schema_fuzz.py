@@ -44,39 +44,40 @@ MAX_FAILURES = 5
 
 def run(base: str, label: str, counts: tuple[int, int]) -> dict[str, Any]:
     method, path = label.split(" ", 1)
-    schema = schemathesis.openapi.from_url(base + "/openapi.json")
-    operation = schema[path][method]
+    operation = schemathesis.openapi.from_url(base + "/openapi.json")[path][method]
+    report: dict[str, Any] = {"op": label, "cases": 0, "statuses": Counter(), "failures": []}
     session = requests.Session()
-    statuses: Counter[int] = Counter()
-    failures: list[str] = []
-    sent = 0
     timeout = STREAM_READ_S if path in EVENT_STREAMS else 30.0
     for mode, examples in zip((GenerationMode.POSITIVE, GenerationMode.NEGATIVE), counts):
-        if not examples:
-            continue
+        if examples:
+            fuzz(operation, mode, examples, base, session, timeout, report)
+    return report
 
-        @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(
-            max_examples=examples, deadline=None, database=None, derandomize=False,
-            phases=[Phase.generate], suppress_health_check=list(HealthCheck),
-        )  # fmt: skip
-        def fuzz(case: Any) -> None:
-            nonlocal sent
-            response = case.call(session=session, base_url=base, timeout=timeout)
-            sent += 1
-            statuses[response.status_code] += 1
-            try:
-                case.validate_response(response, checks=CHECKS)
-            except BaseException as exc:  # noqa: BLE001 - FailureGroup is a BaseExceptionGroup
-                if len(failures) < MAX_FAILURES:
-                    failures.append(f"[{mode.value}] {exc}"[:3000])
 
+def fuzz(
+    operation: Any, mode: GenerationMode, examples: int, base: str,
+    session: requests.Session, timeout: float, report: dict[str, Any],
+) -> None:  # fmt: skip
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(
+        max_examples=examples, deadline=None, database=None, derandomize=False,
+        phases=[Phase.generate], suppress_health_check=list(HealthCheck),
+    )  # fmt: skip
+    def one(case: Any) -> None:
+        response = case.call(session=session, base_url=base, timeout=timeout)
+        report["cases"] += 1
+        report["statuses"][response.status_code] += 1
         try:
-            fuzz()
-        except Unsatisfiable:
-            if mode is GenerationMode.POSITIVE:
-                raise  # (negative: the operation takes no input that could be invalid)
-    return {"op": label, "cases": sent, "statuses": dict(statuses), "failures": failures}
+            case.validate_response(response, checks=CHECKS)
+        except BaseException as exc:  # noqa: BLE001 - FailureGroup is a BaseExceptionGroup
+            if len(report["failures"]) < MAX_FAILURES:
+                report["failures"].append(f"[{mode.value}] {exc}"[:3000])
+
+    try:
+        one()
+    except Unsatisfiable:
+        if mode is GenerationMode.POSITIVE:
+            raise  # (negative: the operation takes no input that could be invalid)
 
 
 def main(argv: list[str]) -> int:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from shared.errors import ErrorDetail
 
 EVENT_TYPES = frozenset(
@@ -26,6 +28,13 @@ STATUS_ALIASES = {
     "error": "failed",
 }
 SOURCES = ("webhook", "llmonitor")
+
+# How deep an event may nest. orjson encodes at most 254 levels, and the aggregator, the feeds
+# and the read APIs wrap an event a few levels deeper still (run views, SSE payloads, pages):
+# an event deeper than this is refused at ingest, where the client can be told, instead of
+# failing downstream (tests/integration/test_bad_input.py).
+MAX_DEPTH = 64
+_ORJSON_MAX_DEPTH = 254
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LEAP_SECOND = re.compile(r"(T|t| )(\d\d):(\d\d):60")
@@ -160,3 +169,27 @@ def wrong_type(location: str, expected: str, value: Any) -> ErrorDetail:
 
 def missing(location: str) -> ErrorDetail:
     return ErrorDetail(location, "field required", None)
+
+
+class TooDeep(ValueError):
+    pass
+
+
+def encode_event(event: dict[str, Any]) -> bytes:
+    """The stored bytes of an event; TooDeep when it nests deeper than MAX_DEPTH levels."""
+    try:
+        raw = orjson.dumps(event)
+    except orjson.JSONEncodeError:  # deeper than orjson goes at all
+        raise TooDeep(f"nested deeper than {MAX_DEPTH} levels") from None
+    # Nesting never exceeds the count of opening brackets (strings only add to it), so the
+    # common event needs no further look; the others are encoded again under the levels that
+    # would remain, which makes orjson itself refuse what is too deep.
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
+        wrapped: Any = event
+        for _ in range(_ORJSON_MAX_DEPTH - MAX_DEPTH):
+            wrapped = [wrapped]
+        try:
+            orjson.dumps(wrapped)
+        except orjson.JSONEncodeError:
+            raise TooDeep(f"nested deeper than {MAX_DEPTH} levels") from None
+    return raw

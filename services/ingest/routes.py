@@ -22,7 +22,7 @@ from services.ingest.backlog import BacklogMonitor
 from services.ingest.body import check_content_type, parse_json, read_body
 from services.ingest.llmonitor import event_app, llmonitor_envelope, normalize_llmonitor
 from services.ingest.metrics import IngestMetrics, reason_of
-from services.ingest.normalize import Invalid, Normalized, now_timestamp
+from services.ingest.normalize import Invalid, Normalized, TooDeep, encode_event, now_timestamp
 from services.ingest.publisher import Entry, Publisher
 from services.ingest.ratelimit import RateLimiter
 from services.ingest.watcher import normalize_webhook, webhook_envelope
@@ -209,7 +209,15 @@ class Ingest:
                 partition_for(item.routing_key, self.partitions) if self.partitions > 1 else 0
             )
             used.add(partition)
-            entries.append((self.streams[partition], orjson.dumps(item.event)))
+            try:
+                payload = encode_event(item.event)
+            except TooDeep as exc:  # refused whole: nothing of the request is published
+                event_id = item.event.get("id")
+                raise Unprocessable(
+                    f"event {event_id} is {exc}; nothing was published",
+                    errors=[ErrorDetail("body", str(exc), event_id)],
+                ) from None
+            entries.append((self.streams[partition], payload))
         if self.backlog.blocks(used):
             exc = Unavailable(
                 "event backlog over its cap (LLMWATCH_STREAM_MAX_BACKLOG); retry later",

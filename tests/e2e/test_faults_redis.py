@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -80,6 +81,7 @@ async def test_redis_killed_under_load_loses_no_acknowledged_event(procs: Stack)
     ledger = loadgen.Ledger()
     stop = asyncio.Event()
     live, resumer = Watcher(), Watcher()
+    probe = loadgen.webhook_session(random.Random(-1))
     async with httpx.AsyncClient(timeout=10) as client:
         watching = asyncio.create_task(live.follow(client, gateway.url, resume=False))
         await loadgen.until(lambda: live.pings, timeout=10, every=0.02)
@@ -95,8 +97,9 @@ async def test_redis_killed_under_load_loses_no_acknowledged_event(procs: Stack)
 
             # A write is refused promptly and retryably.
             started = time.monotonic()
-            refused = await client.post(ingest.url + "/api/open-wrapper", json={
-                "event_type": "request", "command": "probe", "status": "start"})  # fmt: skip
+            refused = await client.post(
+                ingest.url + probe.path, content=probe.body, headers=loadgen.JSON
+            )
             assert refused.status_code == 503, refused.text
             assert refused.headers["content-type"].startswith("application/problem+json")
             assert int(refused.headers["retry-after"]) >= 1
@@ -115,6 +118,8 @@ async def test_redis_killed_under_load_loses_no_acknowledged_event(procs: Stack)
             await asyncio.to_thread(procs.redis.start)  # same port, same data dir: AOF replayed
             back_at = time.monotonic()
             await loadgen.until(lambda: _all_200(client, services), timeout=20)
+            await loadgen.deliver(client, lambda: ingest.url, probe, ledger)  # its retry
+            ledger.ack(-1, probe)
             await asyncio.sleep(1.0)  # more load after the recovery
         finally:
             stop.set()

@@ -157,13 +157,13 @@ async def test_thousands_of_streams_and_stalled_clients_leak_nothing(procs: Stac
 
 async def fresh_id(gateway: Service, redis: Redis) -> str:
     """The SSE id of a new entry: a cursor to resume from."""
-    async with httpx.AsyncClient(timeout=10) as client:
-        async with client.stream("GET", gateway.url + "/api/stream?events=run.created") as resp:
-            lines = resp.aiter_lines()
-            while "ping" not in await anext(lines):
-                pass
-            await redis.xadd(keys.feed_stream(0), {b"t": b"run.created", b"d": b"{}"})
-            async for line in lines:
-                if line.startswith("id:"):
-                    return line.removeprefix("id:").strip()
+    url = gateway.url + "/api/stream?events=run.created"
+    async with httpx.AsyncClient(timeout=10) as client, client.stream("GET", url) as response:
+        lines = response.aiter_lines()
+        while "ping" not in await anext(lines):
+            pass
+        await redis.xadd(keys.feed_stream(0), {b"t": b"run.created", b"d": b"{}"})
+        async for line in lines:
+            if line.startswith("id:"):
+                return line.removeprefix("id:").strip()
     raise AssertionError("no id received")

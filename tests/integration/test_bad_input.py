@@ -16,6 +16,7 @@ import pytest
 from httpx_sse import aconnect_sse
 from redis.asyncio import Redis
 
+from services.ingest.normalize import MAX_DEPTH, TooDeep, encode_event
 from services.targets import FACTORIES
 from shared import keys
 from shared.metrics import new_registry
@@ -23,6 +24,7 @@ from shared.redis import connect
 from shared.service import Context, build_app
 from shared.settings import Settings
 from tests.helpers import app_client, live_server
+from tests.loadgen import until
 
 pytestmark = pytest.mark.integration
 
@@ -82,8 +84,10 @@ async def post(client: httpx.AsyncClient, path: str, body: bytes, **headers: str
         b"null",
         b'"event"',
     ],
-    ids=["utf8", "surrogate", "nan", "inf", "-inf", "1e999", "bigint", "comma", "bom", "deep",
-         "empty", "null", "string"],  # fmt: skip
+    ids=[
+        "utf8", "surrogate", "nan", "inf", "-inf", "1e999", "bigint", "comma", "bom", "deep",
+        "empty", "null", "string",
+    ],
 )
 async def test_not_json_or_not_an_envelope_is_400(
     client: httpx.AsyncClient, redis: Redis, path: str, body: bytes
@@ -92,32 +96,65 @@ async def test_not_json_or_not_an_envelope_is_400(
     assert await published(redis) == 0
 
 
+def with_deep(body: dict[str, Any] | list[Any], depth: int) -> bytes:
+    """`body` with its `"DEEP"` string replaced by arrays nested `depth` levels (raw bytes: no
+    encoder writes what is past its own limit)."""
+    return orjson.dumps(body).replace(b'"DEEP"', nested(depth))
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
     [
-        (WEBHOOK, {**EVENT, "metadata": {"deep": orjson.loads(nested(1000))}}),
-        (WEBHOOK, orjson.loads(nested(1000))),  # a batch whose event is an array, 1000 deep
-        (WEBHOOK, {**EVENT, "metadata": {"deep": orjson.loads(nested(300))}}),
-        (LLMONITOR, [{**RUN, "input": orjson.loads(nested(1000))}]),
-        (LLMONITOR, [RUN, {**RUN, "runId": "r2", "output": orjson.loads(nested(200))}]),
+        (WEBHOOK, with_deep({**EVENT, "metadata": {"deep": "DEEP"}}, 1000)),
+        (WEBHOOK, nested(1000)),  # a batch whose event is an array, 1000 deep
+        (WEBHOOK, with_deep({**EVENT, "metadata": {"deep": "DEEP"}}, 300)),
+        (WEBHOOK, with_deep({"events": [EVENT, {**EVENT, "x": "DEEP"}]}, 70)),
+        (LLMONITOR, with_deep([{**RUN, "input": "DEEP"}], 1000)),
+        (LLMONITOR, with_deep([RUN, {**RUN, "runId": "r2", "output": "DEEP"}], 200)),
     ],
-    ids=["metadata-1000", "top-1000", "metadata-300", "input-1000", "output-200"],
+    ids=["metadata-1000", "top-1000", "metadata-300", "batch-70", "input-1000", "output-200"],
 )
 async def test_deep_nesting_is_refused_whole_never_a_5xx(
-    client: httpx.AsyncClient, redis: Redis, path: str, body: Any
+    client: httpx.AsyncClient, redis: Redis, path: str, body: bytes
 ) -> None:
-    problem = refused(await post(client, path, orjson.dumps(body)), 422)
+    problem = refused(await post(client, path, body), 422)
     assert problem["errors"] and all(e["location"].startswith("body") for e in problem["errors"])
     assert await published(redis) == 0
 
 
 async def test_nesting_of_real_payloads_is_fine(client: httpx.AsyncClient, redis: Redis) -> None:
-    deep = orjson.loads(nested(40))  # e.g. a JSON Schema of a tool, messages in messages
+    deep = orjson.loads(nested(60))  # e.g. a JSON Schema of a tool, messages in messages
     response = await post(client, LLMONITOR, orjson.dumps([{**RUN, "input": deep}]))
     assert response.status_code == 200, response.text
     response = await post(client, WEBHOOK, orjson.dumps({**EVENT, "metadata": {"d": deep}}))
     assert response.status_code == 200, response.text
     assert await published(redis) == 2
+
+
+async def test_the_deepest_accepted_event_goes_through_the_whole_pipeline(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(apps=[APP])
+    ctx = Context(settings=settings, redis=connect(settings), registry=new_registry())
+    services = [FACTORIES[name](ctx) for name in ("ingest", "aggregator", "stream")]
+    deepest = orjson.loads(nested(MAX_DEPTH - 2))  # event > metadata > value: MAX_DEPTH levels
+    run = {**RUN, "input": deepest, "output": deepest, "name": "gpt-4o"}
+    async with app_client(build_app(ctx, services)) as client:
+        accepted = [
+            await client.post(WEBHOOK, json={**EVENT, "session_id": "s", "metadata": {"d": deepest}}),
+            await client.post(LLMONITOR, json=[run, {**run, "event": "end"}]),
+        ]
+        assert [r.status_code for r in accepted] == [200, 200], accepted[-1].text
+
+        async def applied() -> bool:
+            return (await client.get("/api/stats")).json()["total"] == 3
+
+        await until(applied, timeout=10, every=0.02)
+        for path in ("/api/history", "/api/runs/r1", "/api/runs/s", "/api/deadletter"):
+            assert (await client.get(path)).status_code == 200, path
+        assert (await client.get("/api/runs/r1")).json()["input"] == deepest
+        assert (await client.get("/api/deadletter")).json()["items"] == []
+    assert ctx.registry.get_sample_value("llmwatch_aggregator_events_failed_total") in (0, None)
 
 
 async def test_huge_numbers_and_strings_are_kept_intact(
@@ -200,25 +237,24 @@ async def gateway(settings: Settings) -> AsyncIterator[tuple[str, Redis]]:
 async def test_cr_lf_in_event_fields_never_break_the_sse_framing(
     make_settings: Callable[..., Settings],
 ) -> None:
-    async with gateway(make_settings()) as (base, _), httpx.AsyncClient(
+    async with (
+        gateway(make_settings()) as (base, _), httpx.AsyncClient(
         base_url=base, timeout=10
-    ) as client:
-        async with (
-            aconnect_sse(client, "GET", "/api/stream?events=event") as named,
-            aconnect_sse(client, "GET", "/api/events") as plain,
-            client.stream("GET", "/api/stream?events=event") as raw,
-        ):
-            frames, events = named.aiter_sse(), plain.aiter_sse()
-            assert (await anext(frames)).event == "ping"
-            lines = raw.aiter_lines()
-            assert [await anext(lines) for _ in range(3)] == ["event: ping", "data: {}", ""]
-            assert (await client.post(WEBHOOK, json=INJECTIONS)).status_code == 200
-            assert (await client.post(WEBHOOK, json={**EVENT, "id": "after"})).status_code == 200
-            received = [await anext(frames) for _ in range(2)]
-            unnamed = [await anext(events) for _ in range(2)]
-            wire: list[str] = []
-            while len([line for line in wire if line.startswith("data:")]) < 2:
-                wire.append(await anext(lines))
+    ) as client, aconnect_sse(client, "GET", "/api/stream?events=event") as named,
+        aconnect_sse(client, "GET", "/api/events") as plain,
+        client.stream("GET", "/api/stream?events=event") as raw,
+    ):
+        frames, events = named.aiter_sse(), plain.aiter_sse()
+        assert (await anext(frames)).event == "ping"
+        lines = raw.aiter_lines()
+        assert [await anext(lines) for _ in range(3)] == ["event: ping", "data: {}", ""]
+        assert (await client.post(WEBHOOK, json=INJECTIONS)).status_code == 200
+        assert (await client.post(WEBHOOK, json={**EVENT, "id": "after"})).status_code == 200
+        received = [await anext(frames) for _ in range(2)]
+        unnamed = [await anext(events) for _ in range(2)]
+        wire: list[str] = []
+        while len([line for line in wire if line.startswith("data:")]) < 2:
+            wire.append(await anext(lines))
     for message in received:
         assert message.event == "event"
     assert [m.event for m in unnamed] == ["message", "message"]  # unnamed: onmessage
@@ -260,3 +296,17 @@ async def test_unsafe_feed_names_and_cursors_are_not_echoed(
             lines = response.aiter_lines()
             head = [await anext(lines) for _ in range(5)]
     assert "event: reset" in head and "forged" not in "".join(head)
+
+
+@pytest.mark.parametrize("depth", [1, 2, MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1, 254, 255, 2000])
+def test_the_depth_limit_is_exact(depth: int) -> None:
+    event: Any = {}
+    for _ in range(depth - 1):
+        event = {"k": event}
+    if depth <= MAX_DEPTH:
+        assert orjson.loads(encode_event(event)) == event
+    else:
+        with pytest.raises(TooDeep):
+            encode_event(event)
+    flat = {"many": [{"a": [1]} for _ in range(200)], "text": "[[[[{{{{" * 50}  # brackets, shallow
+    assert orjson.loads(encode_event(flat)) == flat

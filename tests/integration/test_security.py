@@ -17,7 +17,7 @@ import pytest
 
 from services.ingest.auth import sign
 from services.targets import create_app
-from shared.settings import Settings
+from shared.settings import Settings, production_gaps
 from tests.helpers import app_client, live_server
 
 pytestmark = pytest.mark.integration
@@ -252,3 +252,22 @@ async def test_cors_only_for_the_configured_origins(make_settings: Callable[...,
         assert "access-control-allow-origin" not in response.headers
         read = await client.get("/api/stats", headers=evil)
         assert "access-control-allow-origin" not in read.headers
+
+
+@pytest.mark.parametrize(
+    ("overrides", "services", "gaps"),
+    [
+        ({}, ["ingest", "stream"], 0),  # dev: nothing required
+        ({"environment": "prod"}, ["aggregator"], 0),  # serves no guarded route
+        ({"environment": "prod"}, ["ingest"], 2),
+        ({"environment": "PRODUCTION"}, ["stream"], 1),
+        ({"environment": "prod", "allow_insecure": True}, ["ingest"], 0),
+        ({"environment": "prod", "ingest_hmac_secret": SECRET, "admin_token": ADMIN},
+         ["ingest", "metrics"], 0),
+        ({"environment": "prod", "ingest_token": "short", "admin_token": ADMIN}, ["ingest"], 1),
+        ({"environment": "prod", "ingest_token": "", "admin_token": ADMIN}, ["ingest"], 1),
+    ],
+)
+def test_production_gaps(overrides: dict[str, Any], services: list[str], gaps: int) -> None:
+    settings = Settings(redis_url="redis://127.0.0.1:1/0", **overrides)
+    assert len(production_gaps(settings, services)) == gaps
