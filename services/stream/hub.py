@@ -94,6 +94,7 @@ class Hub:
         self._index = {name.encode(): i for i, name in enumerate(self.streams)}
         self._epoch = self._prefix = ""
         self.delivered: Position | None = None
+        self.available = True  # False while the reader cannot reach Redis; writers tell clients
         self.started = asyncio.Event()
         self._read_from: list[StreamId] = []
         self._pending: list[Entry] = []
@@ -156,8 +157,11 @@ class Hub:
                     await self._start()
                 await self._round()
                 backoff = 0.05
+                self._set_available(True)
             except (*UNAVAILABLE, ResponseError) as exc:
                 self.metrics.reader_errors.inc()
+                if isinstance(exc, UNAVAILABLE):
+                    self._set_available(False)
                 log.warning("feed reader: %s; retrying in %.2fs", exc, backoff)
                 try:
                     await asyncio.wait_for(self.stopping.wait(), backoff)
@@ -166,9 +170,19 @@ class Hub:
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
         self.close()
 
+    def _set_available(self, value: bool) -> None:
+        if value is self.available:
+            return
+        self.available = value
+        for sub in self._everyone():
+            sub.wake.set()
+
+    def _everyone(self) -> list[Subscriber]:
+        return [*self._all, *self._events, *{s for g in self._by_name.values() for s in g}]
+
     def close(self) -> None:
         """Shutting down: every writer ends its response cleanly."""
-        for sub in [*self._all, *self._events, *(s for g in self._by_name.values() for s in g)]:
+        for sub in self._everyone():
             sub.drop("shutdown")
         self._all.clear()
         self._events.clear()

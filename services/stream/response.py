@@ -89,6 +89,11 @@ class SseResponse(Response):
         self.after: list[StreamId] | None = None
         self._sent = metrics.events_sent.labels(sub.feed.value)
         self._ping = sse.PING if sub.feed is Feed.STREAM else sse.KEEPALIVE
+        self._notice = (
+            {False: sse.UNAVAILABLE, True: sse.AVAILABLE}
+            if sub.feed is Feed.STREAM
+            else {False: sse.UNAVAILABLE_COMMENT, True: sse.AVAILABLE_COMMENT}
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         open_gauge = self.metrics.streams_open.labels(self.sub.feed.value)
@@ -232,6 +237,7 @@ class SseResponse(Response):
         horizon = cursor.horizon(after) if after is not None else None
         loop = asyncio.get_running_loop()
         next_ping = loop.time() + self.ping_s()
+        told = True  # the Redis state the client last heard of (a stream starts "available")
         while True:
             if sub.dropped is not None:
                 raise _Gone(sub.dropped)
@@ -245,6 +251,9 @@ class SseResponse(Response):
                 if sub.dropped is not None:
                     raise _Gone(sub.dropped)
             parts: list[bytes] = []
+            if self.hub.available is not told:
+                told = self.hub.available
+                parts.append(self._notice[told])
             if loop.time() >= next_ping:
                 parts.append(self._ping)
                 next_ping = loop.time() + self.ping_s()

@@ -69,3 +69,10 @@ def comment(text: str = "") -> bytes:
 
 PING = frame(b"{}", event="ping")
 KEEPALIVE = comment("ping")
+# The gateway lost / regained Redis: open streams stay open (and resume gap-free), but clients
+# are told, without an id, so a dashboard can show it. /api/events gets comments: LLM Watcher
+# clients only know unnamed messages.
+UNAVAILABLE = frame(b'{"redis":"unavailable"}', event="unavailable")
+AVAILABLE = frame(b'{"redis":"available"}', event="available")
+UNAVAILABLE_COMMENT = comment("redis unavailable")
+AVAILABLE_COMMENT = comment("redis available")

@@ -1,4 +1,5 @@
-"""The gateway when Redis goes away: 503s for new requests, open streams survive a restart."""
+"""The gateway when Redis goes away: 503s for new requests; open streams are told, and survive a
+restart without a gap."""
 
 from __future__ import annotations
 
@@ -49,11 +50,18 @@ async def test_open_streams_survive_a_redis_restart(
         ):
             await stream.next(pings=True)
             await add(writer, keys.feed_stream(0), "run.created", {"n": 1})
-            assert orjson.loads((await stream.next()).data) == {"n": 1}
+            first = await stream.next()
+            assert orjson.loads(first.data) == {"n": 1}
             metrics = app.state.services["stream"].state["metrics"]
             await asyncio.to_thread(server.stop)
             await until(lambda: metrics.reader_errors._value.get() >= 1)
+            told = await stream.next(timeout=15)
+            # No id of its own: the parser's last event id is still the one before (SSE spec).
+            assert (told.event, told.id) == ("unavailable", first.id)
+            assert orjson.loads(told.data) == {"redis": "unavailable"}
             await asyncio.to_thread(server.start)  # same port, same AOF
+            back = await stream.next(timeout=15)
+            assert (back.event, orjson.loads(back.data)) == ("available", {"redis": "available"})
             await add(writer, keys.feed_stream(0), "run.created", {"n": 2})
             assert orjson.loads((await stream.next(timeout=15)).data) == {"n": 2}
             assert hub_of(app).subscribers == 1
