@@ -126,16 +126,19 @@ def create_router(ctx: Context) -> APIRouter:
         await notify.read_all(redis, settings)
         return Response(status_code=204)
 
+    async def mark(request: Request, notification_id: str, *, read: bool) -> Response:
+        require_read(request, settings)
+        if not await notify.set_read(redis, settings, notification_id, read):
+            raise NotFound(f"no notification {notification_id!r}")
+        return Response(status_code=204)
+
     @router.post(
         "/api/notifications/{notification_id}/read", status_code=204, summary="Mark one read"
     )
     async def read_one(
         request: Request, notification_id: Annotated[str, Path(max_length=64)]
     ) -> Response:
-        require_read(request, settings)
-        if not await notify.set_read(redis, settings, notification_id, True):
-            raise NotFound(f"no notification {notification_id!r}")
-        return Response(status_code=204)
+        return await mark(request, notification_id, read=True)
 
     @router.post(
         "/api/notifications/{notification_id}/unread", status_code=204, summary="Mark one unread"
@@ -143,10 +146,7 @@ def create_router(ctx: Context) -> APIRouter:
     async def unread_one(
         request: Request, notification_id: Annotated[str, Path(max_length=64)]
     ) -> Response:
-        require_read(request, settings)
-        if not await notify.set_read(redis, settings, notification_id, False):
-            raise NotFound(f"no notification {notification_id!r}")
-        return Response(status_code=204)
+        return await mark(request, notification_id, read=False)
 
     @router.get("/api/deadletter", summary="Entries that failed processing 5 times (admin)")
     async def get_deadletter(

@@ -20,6 +20,7 @@ from shared.metrics import new_registry
 from shared.redis import connect
 from shared.service import Context, build_app
 from shared.settings import Settings
+from tests import loadgen
 from tests.helpers import live_server
 
 TIMEOUT = 10.0
@@ -46,17 +47,7 @@ def hub_of(app: FastAPI) -> Any:
 
 async def until(predicate: Any, timeout: float = TIMEOUT, every: float = 0.01) -> None:
     """Poll `predicate()` (sync or async) until true."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(every)
+    await loadgen.until(predicate, timeout, every)
 
 
 async def add(redis: Redis, stream: str, name: str, payload: Any, **kw: Any) -> bytes:

@@ -14,6 +14,7 @@ from services.ingest.llmonitor import (
 from services.ingest.normalize import Envelope, Invalid, Normalized
 from shared.samples import LLMONITOR_PATHS, llmonitor_samples
 from shared.schemas import DashboardEvent
+from tests import strategies
 
 pytestmark = pytest.mark.unit
 
@@ -172,17 +173,7 @@ def test_seed_samples_all_normalise() -> None:
             DashboardEvent.model_validate(result.event)
 
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**63 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
-    ),
-    max_leaves=10,
-)
+json_values = strategies.json_values(width=3, key_size=6, leaves=10)
 NAMES = [
     "type",
     "event",

@@ -10,23 +10,14 @@ from services.ingest.normalize import Envelope, Invalid, Normalized
 from services.ingest.watcher import normalize_webhook, routing_key, webhook_envelope
 from shared.samples import WATCHER_PATH, watcher_samples
 from shared.schemas import DashboardEvent
+from tests import strategies
 
 pytestmark = pytest.mark.unit
 
 RECEIVED = "2026-02-03T04:05:06.789Z"
 KEYS = ["id", "timestamp", "event_type", "command", "status", "model", "metadata", "source"]
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**63 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=12,
-)
+json_values = strategies.json_values()
 FIELD_NAMES = [
     "id",
     "timestamp",
