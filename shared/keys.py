@@ -1,9 +1,11 @@
 """Every Redis stream and key name, in one place.
 
 Keys carry Redis Cluster hash tags so that everything one atomic step touches shares a slot:
-- `{p<N>}` partition N: its event stream, its state (stats, history, runs, dedup markers) and its
-  output feed. An event's partition is chosen by its run/session id, so a run stays in one slot
-  and in order.
+- `{p<N>.<k>}` partition N: its event stream, its state (stats, history, runs, dedup markers) and
+  its output feed. An event's partition is chosen by its run/session id, so a run stays in one
+  slot and in order. `<k>` is picked so that the partitions' slots are spread evenly over the
+  16,384 cluster slots for any partition count (`partition_tag`): on a cluster whose masters hold
+  equal slot ranges, P partitions over M masters put P/M (±1) partitions on each.
 - `{notify}` the notification bell (coalesced rows, unread index, its own feed).
 - `{system}` the metrics sampler (sample ring, its feed, config flag).
 - `{global}` the app registry and other small shared rows.
@@ -11,7 +13,11 @@ Keys carry Redis Cluster hash tags so that everything one atomic step touches sh
 
 from __future__ import annotations
 
+import functools
+import math
 import zlib
+
+from redis.crc import key_slot
 
 PREFIX = "llmwatch"
 
@@ -31,8 +37,33 @@ def partition_for(routing_key: str, partitions: int) -> int:
     return zlib.crc32(routing_key.encode("utf-8", "surrogatepass")) % partitions
 
 
+SLOTS = 16384
+_GOLDEN = (math.sqrt(5) - 1) / 2
+_SLOT_WINDOW = 64  # how close to its target a partition's slot must be
+
+
+def partition_slot_target(partition: int) -> int:
+    """Where partition N's slot should be: the golden-ratio sequence (N + 1/2)·φ mod 1 puts the
+    first P points within ±1 of P/M in every one of M equal slot ranges, for every P (a
+    low-discrepancy sequence), so adding partitions never unbalances the ones already there."""
+    return int(((partition + 0.5) * _GOLDEN) % 1.0 * SLOTS)
+
+
+@functools.cache
+def partition_tag(partition: int) -> str:
+    """The hash tag of partition N: `p<N>.<k>` for the smallest k whose slot is near the target."""
+    target = partition_slot_target(partition)
+    k = 0
+    while True:
+        tag = f"p{partition}.{k}"
+        distance = abs(key_slot(tag.encode()) - target)
+        if min(distance, SLOTS - distance) <= _SLOT_WINDOW // 2:
+            return tag
+        k += 1
+
+
 def _p(partition: int) -> str:
-    return f"{PREFIX}:{{p{partition}}}"
+    return f"{PREFIX}:{{{partition_tag(partition)}}}"
 
 
 # --- per partition (slot {pN}) --------------------------------------------------------------

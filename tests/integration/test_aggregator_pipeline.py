@@ -15,7 +15,7 @@ from shared.samples import DEMO_APP, all_samples
 from shared.settings import Settings
 from tests.helpers import app_client
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_redis]
 
 
 async def settle(http: httpx.AsyncClient, total: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from services.targets import create_app
 from shared.settings import Settings
 from tests.helpers import app_client
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_redis]
 
 
 async def test_add_and_list(redis: Redis) -> None:

@@ -20,7 +20,7 @@ from shared.samples import all_samples
 from shared.settings import Settings
 from tests.helpers import live_server
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_redis]
 
 EVENT = {"event_type": "request", "command": "ask", "status": "start"}
 

@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from services.targets import create_app
+from shared import keys
 from shared.redis_server import EmbeddedRedis, free_port
 from shared.samples import LLMONITOR_PATHS, WATCHER_PATH
 from shared.settings import Settings
@@ -75,7 +76,7 @@ async def test_redis_stopped_and_restarted(tmp_path: Path) -> None:
             assert (await client.post(LLMONITOR_PATHS[0], json=[RUN])).status_code == 200
             assert (await client.get("/readyz")).status_code == 200
         check = Redis.from_url(again.url)
-        assert await check.xlen("llmwatch:{p0}:events") == 3  # the AOF kept the first one
+        assert await check.xlen(keys.events_stream(0)) == 3  # the AOF kept the first one
         await check.aclose()
     finally:
         first.stop()

@@ -22,7 +22,7 @@ from shared.samples import LLMONITOR_PATHS, WATCHER_PATH, all_samples, llmonitor
 from shared.settings import Settings
 from tests.helpers import app_client
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_redis]
 
 APP_ID = "app-registered"
 PROBLEM_KEYS = {"type", "title", "status", "detail", "instance", "errors"}

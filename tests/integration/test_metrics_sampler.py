@@ -16,7 +16,7 @@ from shared import keys
 from shared.settings import Settings, load_settings
 from tests.integration.sse_support import feed, serve, until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_redis]
 
 
 async def test_the_sampler_publishes_sane_system_events(

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from shared import keys, notify
 from shared.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_redis]
 
 
 async def ring(

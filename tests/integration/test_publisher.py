@@ -15,7 +15,7 @@ from shared.redis import connect
 from shared.redis_server import free_port
 from shared.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_redis]
 
 STREAM = events_stream(0)
 

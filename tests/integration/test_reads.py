@@ -18,7 +18,7 @@ from shared.settings import Settings
 from tests.aggregator_support import consumer, llmonitor, publish, routing_key, webhook
 from tests.helpers import app_client
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_redis]
 
 
 @contextlib.asynccontextmanager

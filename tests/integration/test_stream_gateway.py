@@ -19,7 +19,7 @@ from shared import cursor, history, keys
 from shared.settings import Settings
 from tests.integration.sse_support import add, feed, hub_of, serve, until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_redis]
 
 P0, P1 = keys.feed_stream(0), keys.feed_stream(1)
 
