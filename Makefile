@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: up test install bench clean lint
+.PHONY: up up-cluster test install bench clean lint
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "llmwatch needs Python 3.11+")'
@@ -19,6 +19,10 @@ install: $(STAMP)
 
 up: $(STAMP)
 	$(BIN)/llmwatch up
+
+# The same on a local Redis Cluster: MASTERS=3 masters (REPLICAS=0 each), 2 partitions per master.
+up-cluster: $(STAMP)
+	$(BIN)/llmwatch up --cluster $(or $(MASTERS),3) --replicas $(or $(REPLICAS),0)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

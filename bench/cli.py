@@ -20,7 +20,7 @@ from bench.plan import make_plan
 from shared.redis_server import RedisServerNotFound, find_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
-GROUPS = ["ingest", "aggregator", "sse", "growth", "horizontal"]
+GROUPS = ["ingest", "aggregator", "sse", "growth", "horizontal", "shards"]
 SCHEMA = 1
 
 

@@ -115,6 +115,67 @@ def _horizontal(f: dict[str, Any]) -> list[str]:
             for i, r in enumerate(f["details"].get("rounds", []))]  # fmt: skip
 
 
+SHARD_SIDES = (("single", "1 Redis"), ("cluster", "cluster"))
+
+
+def shard_bound(rounds: list[dict[str, Any]], worker: str) -> str:
+    """What bounds a shards figure, from the CPU shares measured on both sides: the one Python
+    process, a redis-server, or neither (waiting)."""
+    shares = [r[label]["cpu_share"] for r in rounds for label, _ in SHARD_SIDES if label in r]
+    own = [s[worker] for s in shares if worker in s]
+    servers = [v for s in shares for k, v in s.items() if k.startswith("redis")]
+    if not own or not servers:
+        return "CPU shares not measured"
+    lo, hi, busiest = min(own), max(own), max(servers)
+    if hi >= 0.8 and busiest < 0.5:
+        why = (f"the one {worker} process (one core at most) bounds both sides, not Redis: more "
+               f"shards cannot raise it here, more {worker} processes on more cores would")
+    elif busiest >= 0.8:
+        why = "a redis-server used about a whole core: Redis bounds it, and shards spread that work"
+    else:
+        why = ("no process used a whole core: the rest is waiting (round trips, and a machine "
+               "shared with the load generator and the other processes)")
+    return (f"{worker} process {lo:.2f}–{hi:.2f} of a core, busiest redis-server {busiest:.2f}: "
+            f"{why}")
+
+
+def redis_cost(rounds: list[dict[str, Any]]) -> str:
+    """Redis CPU (all its servers) per 100,000 events/s on each side, and the rate at which one
+    redis-server would use a whole core at that cost: how far Redis is from bounding the figure,
+    whatever rate the Python process reached."""
+    parts, single = [], None
+    for label, name in SHARD_SIDES:
+        costs = [sum(v for k, v in r[label]["cpu_share"].items() if k.startswith("redis"))
+                 * 100_000 / r[label]["rate"] for r in rounds
+                 if label in r and r[label].get("rate")]  # fmt: skip
+        if costs:
+            cost = sorted(costs)[len(costs) // 2]
+            parts.append(f"{cost:.2f} ({name})")
+            single = cost if label == "single" else single
+    line = "Redis CPU per 100,000 events/s, all its servers, in cores: " + ", ".join(parts)
+    if single:
+        line += (f"; at that cost one redis-server would use a whole core near "
+                 f"{round(100_000 / single, -3):,.0f} events/s")  # fmt: skip
+    return line
+
+
+def _shards(f: dict[str, Any]) -> list[str]:
+    d = f["details"]
+    worker = d.get("worker", "ingest")
+    out = []
+    for i, r in enumerate(d["rounds"]):
+        sides = [f"{name} {r[label]['rate']:,.0f} events/s (CPU, cores: {_cpu(r[label].get('cpu_share'))})"
+                 for label, name in SHARD_SIDES if label in r]  # fmt: skip
+        out.append(f"round {i + 1}: " + "; ".join(sides))
+    out += [shard_bound(d["rounds"], worker), redis_cost(d["rounds"])]
+    counted = [(name, r[label]["stats_total"], r[label]["events"]) for r in d["rounds"]
+               for label, name in SHARD_SIDES if r.get(label, {}).get("stats_total") is not None]  # fmt: skip
+    if counted:
+        out.append("exactly-once check: `/api/stats` total " + ", ".join(
+            f"{total:,} of {events:,} ({name})" for name, total, events in counted))  # fmt: skip
+    return out
+
+
 FACTS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "ingest_single": _ingest,
     "ingest_batch": _ingest,
@@ -126,6 +187,8 @@ FACTS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "growth_stats": _growth,
     "growth_history": _growth,
     "horizontal": _horizontal,
+    "shards_ingest": _shards,
+    "shards_aggregator": _shards,
 }
 
 
@@ -133,7 +196,8 @@ FACTS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
 NEEDS = {"ingest_single": "rounds", "ingest_batch": "rounds", "aggregator": "aggregator",
          "sse_latency": "latency", "sse_fanout": "steps", "gateway_rss_per_client": "rss_after",
          "ingest_rss": "peak_rss_bytes_per_run", "growth_stats": "latency",
-         "growth_history": "latency", "horizontal": "rounds"}  # fmt: skip
+         "growth_history": "latency", "horizontal": "rounds", "shards_ingest": "rounds",
+         "shards_aggregator": "rounds"}  # fmt: skip
 
 
 def facts(f: dict[str, Any]) -> list[str]:

@@ -54,15 +54,18 @@ class Template:
         return b"".join(out)
 
 
-def templates(ingest: Proc, r: Any) -> list[Template]:
-    """Post the loader group through ingest and read back what it stored."""
-    stream = events_stream()
-    r.delete(stream)
+def templates(ingest: Proc, r: Any, partitions: int = 1) -> list[Template]:
+    """Post the loader group through ingest (running with `partitions`) and read back what it
+    stored."""
+    streams = [keys.events_stream(p) for p in range(partitions)] if partitions > 1 else [events_stream()]
+    for stream in streams:
+        r.delete(stream)
     for path, body in bodies.loader_group():
         expect_ok(ingest, path, body)
     size = bodies.group_size()
-    entries = r.xrange(stream, count=size + 10)
-    r.delete(stream)
+    entries = [entry for stream in streams for entry in r.xrange(stream, count=size + 10)]
+    for stream in streams:
+        r.delete(stream)
     stored = [fields[keys.EVENT_FIELD] for _, fields in entries]
     if len(stored) != size:
         raise RuntimeError(f"expected {size} stored template events, found {len(stored)}")
@@ -86,4 +89,37 @@ def load(r: Any, group: list[Template], count: int, *, start: int = 0, run: str 
             ids += pipe.execute()
     if len(pipe):
         ids += pipe.execute()
+    return ids
+
+
+def route(stored: bytes) -> str:
+    """The routing key ingest gave a stored event (its run id, else its session id, else its id)."""
+    from services.ingest.watcher import routing_key  # ingest's own rule, so copies land alike
+
+    event = orjson.loads(stored)
+    metadata = event.get("metadata") or {}
+    if event.get("source") == "llmonitor" and metadata.get("runId"):
+        return str(metadata["runId"])
+    return routing_key(metadata, str(event.get("id", "")))
+
+
+def load_partitioned(r: Any, group: list[Template], count: int, partitions: int, *,
+                     run: str = "x") -> dict[int, list[bytes]]:  # fmt: skip
+    """`load` over `partitions` event streams, each copy in the stream ingest would have put it
+    in (`r` may be a cluster client: its pipeline splits per node). Stream ids per partition."""
+    copies = -(-count // len(group))
+    ids: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
+    order: list[int] = []
+    pipe = r.pipeline(transaction=False)
+    for c in range(copies):
+        tag = f"-{run}{c}".encode()
+        for template in group:
+            event = template.render(tag)
+            partition = keys.partition_for(route(event), partitions)
+            pipe.xadd(keys.events_stream(partition), {keys.EVENT_FIELD: event})
+            order.append(partition)
+        if len(order) >= PIPELINE or c == copies - 1:
+            for partition, entry_id in zip(order, pipe.execute(), strict=True):
+                ids[partition].append(entry_id)
+            order = []
     return ids

@@ -9,6 +9,7 @@ REPRODUCE = """
 make bench            # quick: < 5 min on 2 cores; writes BENCHMARKS.md and bench/results/latest.json
 make bench FULL=1     # the full sizes: 5,000 SSE clients, growth to 1M stored events, 3 rounds
 .venv/bin/python -m bench --only ingest,aggregator   # some groups (merged into latest.json)
+.venv/bin/python -m bench --only shards              # 1 Redis vs a 3-master cluster (< 1 min)
 .venv/bin/python -m bench --no-profile               # skip the py-spy passes
 .venv/bin/python -m bench --keep-workdir             # keep every server's log and data
 ```
@@ -29,7 +30,9 @@ METHOD = """
   connections each; they count frames by a marker in the payload and compute latency from a
   send timestamp the sender writes into each event just before the POST.
 - **Processes.** `llmwatch serve ingest|aggregator|stream`, one uvicorn worker each (uvloop,
-  httptools), as compose runs them; nginx with a rendered upstream for the horizontal figure.
+  httptools), as compose runs them; nginx with a rendered upstream for the horizontal figure;
+  for the shards figures, a local Redis Cluster of 3 masters (`shared/redis_server.py`,
+  `EmbeddedCluster`, the same binary, AOF on) beside a single redis-server, both with 6 partitions.
 - **Validity.** A throughput run with more than 1 % non-2xx answers is reported as an error, not
   a number; stored-event counts are read back from Redis after each run.
 - **Noise.** The load average at start and end is printed above; the machine may be shared.
@@ -129,5 +132,30 @@ ever stored.
 can use the other, but shares it with nginx (2 workers), Redis and wrk, so the gain stays well
 below 2x here. With more cores, replicas scale until Redis (single-threaded; see the XADD
 reference in the batch figure) or nginx saturates.
+""",
+    "shards_ingest": """
+**What bounds it: the one ingest process, not Redis.** Both sides take the same wrk load and
+keep every event; the lines above give each process's CPU. Ingest costs Redis little per event
+(the Redis CPU line), so a single redis-server is far from a core at the rate one Python process
+reaches, and a shard has nothing to relieve: the ratio measures what the cluster costs the
+ingest process (on the cluster it sends each master its share in a round trip of its own, one
+lane per master), not what Redis can take. On 2 cores, wrk, ingest and the three masters also
+share the CPU.
+*What would move it:* more ingest replicas on more cores (see the horizontal figure); shards
+only once the ingest processes together bring a single redis-server near a core (the rate in the
+Redis CPU line).
+""",
+    "shards_aggregator": """
+**What bounds it here: the one aggregator process; what bounds a single Redis: the commits.**
+Each partition's batch is committed by one Lua script in that partition's slot, so on the
+cluster the commits of different partitions run on different masters. An applied event costs
+Redis far more than an ingested one (the commit writes history, feed entries, runs, counters
+and dedup markers): the Redis CPU line gives the rate at which one redis-server would be busy
+all the time, a small multiple of what one aggregator process applies. Below it, as here, one
+process bounds both sides and the cluster only adds round trips per master; past it, a cluster
+spreads the commits over its masters.
+*What would move it:* aggregator replicas on more cores (they share partitions through the
+consumer group; partitions bound how many work at once) until the single redis-server nears a
+core, then shards, with partitions a multiple of the masters.
 """,
 }

@@ -27,6 +27,9 @@ class Plan:
     warmup_s: float = 1.0  # a discarded load run before each measured one (0: none)
     grace_s: float = 1.0  # after sending, for the last SSE frames to arrive
     idle_s: float = 2.0  # idle SSE clients settle before the gateway's RSS is read
+    shard_masters: int = 3  # the cluster side of the shards figure
+    shard_partitions: int = 6  # both sides of the shards figure (2 per master)
+    shard_events: int = 30_000  # per side and round; > 1 read (partitions × consumer batch)
 
 
 def make_plan(mode: str, workdir: Path, *, profile: bool = False) -> Plan:
@@ -44,7 +47,7 @@ def make_plan(mode: str, workdir: Path, *, profile: bool = False) -> Plan:
             quick, mode="full", duration_s=10, rounds=3, agg_events=300_000,
             fanout_clients=5000, fanout_receivers=4,
             fanout_offered=(50_000, 100_000, 150_000, 200_000, 300_000),
-            growth_large=1_000_000, growth_requests=10_000,
+            growth_large=1_000_000, growth_requests=10_000, shard_events=100_000,
         )  # fmt: skip
     if mode == "smoke":
         return replace(
@@ -52,6 +55,6 @@ def make_plan(mode: str, workdir: Path, *, profile: bool = False) -> Plan:
             latency_clients=4, latency_rate=100, latency_receivers=1,
             fanout_clients=100, fanout_receivers=1, fanout_offered=(5_000,),
             growth_small=200, growth_large=400, growth_requests=100,
-            warmup_s=0, grace_s=0.5, idle_s=0.5,
+            warmup_s=0, grace_s=0.5, idle_s=0.5, shard_events=6_000,
         )  # fmt: skip
     raise ValueError(f"unknown mode {mode!r}")

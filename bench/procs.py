@@ -18,7 +18,7 @@ from typing import Self
 
 import psutil
 
-from shared.redis_server import EmbeddedRedis, free_port
+from shared.redis_server import EmbeddedCluster, EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,12 +74,20 @@ class Procs:
     workdir: Path
     started: list[Proc] = field(default_factory=list)
     redis_servers: list[EmbeddedRedis] = field(default_factory=list)
+    redis_clusters: list[EmbeddedCluster] = field(default_factory=list)
 
     def redis(self, name: str = "redis") -> EmbeddedRedis:
         server = EmbeddedRedis(self.workdir / name)
         server.start()
         self.redis_servers.append(server)
         return server
+
+    def cluster(self, masters: int, name: str = "cluster") -> EmbeddedCluster:
+        """A local Redis Cluster of `masters` shards, no replicas (AOF as the single server)."""
+        cluster = EmbeddedCluster(self.workdir / name, masters=masters)
+        self.redis_clusters.append(cluster)  # before start: a failed start leaves nodes to stop
+        cluster.start()
+        return cluster
 
     def spawn(
         self,
@@ -149,6 +157,10 @@ class Procs:
             with contextlib.suppress(Exception):
                 server.stop()
         self.redis_servers.clear()
+        for cluster in reversed(self.redis_clusters):
+            with contextlib.suppress(Exception):
+                cluster.stop()
+        self.redis_clusters.clear()
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from bench.notes import METHOD, NOTES, REPRODUCE
 
 ORDER = ["ingest_single", "ingest_batch", "aggregator", "sse_latency", "sse_fanout",
          "gateway_rss_per_client", "ingest_rss", "growth_stats", "growth_history",
-         "horizontal"]  # fmt: skip
+         "horizontal", "shards_ingest", "shards_aggregator"]  # fmt: skip
 VERDICT = {"met": "**met**", "missed": "**missed**", "reported": "reported",
            "skipped": "not measured", "error": "error"}  # fmt: skip
 

@@ -1,6 +1,7 @@
 """`llmwatch`: the one console script.
 
     llmwatch up [--port 3000] [--redis-url URL]     every service in one process (+ embedded Redis)
+    llmwatch up --cluster N [--replicas R]           ... on a local N-master Redis Cluster
     llmwatch serve <target> [--host] [--port]        one service, as compose runs it
     llmwatch targets                                 what `serve` can run
     llmwatch apps add NAME | apps list               the LLMonitor app registry
@@ -29,6 +30,7 @@ from shared.settings import PRODUCTION, Settings, load_settings, production_gaps
 log = logging.getLogger("llmwatch")
 
 URL_FILE = "redis.url"  # where `llmwatch up` leaves its embedded Redis URL for other commands
+PARTITIONS_FILE = "partitions"  # ... and its partition count, which `tail` needs to read them all
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--host")
     up.add_argument("--port", type=int)
     up.add_argument("--redis-url", help="use this Redis instead of starting an embedded one")
+    up.add_argument("--cluster", type=int, metavar="N",
+                    help="start a local Redis Cluster of N masters instead (partitions: 2×N "
+                         "unless LLMWATCH_PARTITIONS is set)")  # fmt: skip
+    up.add_argument("--replicas", type=int, default=0, metavar="R",
+                    help="with --cluster: R replicas per master (failover); sets "
+                         "LLMWATCH_REPLICA_ACKS=1 unless it is set")  # fmt: skip
     up.set_defaults(func=_cmd_up)
 
     targets_help = "; ".join(f"{n}: {DESCRIPTIONS[n]}" for n in [*FACTORIES, ALL])
@@ -121,10 +129,17 @@ def _refuse_insecure(settings: Settings, target: str) -> bool:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    # SIGTERM while Redis starts must still stop it (`finally` below); `_run` sets this again.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     settings = _settings(args)
     shared_logging.setup(settings.log_level)
     if _refuse_insecure(settings, "all"):
         return 2
+    if args.replicas and args.cluster is None:
+        print("llmwatch up: --replicas goes with --cluster N", file=sys.stderr)
+        return 2
+    if args.cluster is not None:
+        return _up_cluster(args, settings)
     if settings.redis_url:
         return _run("all", settings)
     try:
@@ -133,14 +148,55 @@ def _cmd_up(args: argparse.Namespace) -> int:
     except (RedisServerNotFound, RuntimeError) as exc:
         print(f"llmwatch: {exc}", file=sys.stderr)
         return 1
-    url_file = settings.data_dir / URL_FILE
-    url_file.write_text(server.url)
     log.info("embedded redis-server on %s (data in %s)", server.url, settings.data_dir.resolve())
     try:
-        return _run("all", settings.model_copy(update={"redis_url": server.url}))
+        return _run_advertised(settings.model_copy(update={"redis_url": server.url}))
+    finally:
+        server.stop()
+
+
+def _up_cluster(args: argparse.Namespace, settings: Settings) -> int:
+    from services import local_cluster
+
+    if settings.redis_url:
+        print("llmwatch up: --cluster starts its own Redis Cluster; unset REDIS_URL (or drop "
+              "--redis-url), or drop --cluster to use that Redis", file=sys.stderr)  # fmt: skip
+        return 2
+    masters = args.cluster
+    if masters < 1 or args.replicas < 0:
+        print("llmwatch up: --cluster needs N >= 1 and --replicas R >= 0", file=sys.stderr)
+        return 2
+    try:
+        cluster = local_cluster.start(settings.data_dir, masters, args.replicas,
+                                      appendfsync=settings.redis_appendfsync)  # fmt: skip
+    except (RedisServerNotFound, RuntimeError) as exc:
+        print(f"llmwatch: {exc}", file=sys.stderr)
+        return 1
+    update: dict[str, Any] = {"redis_url": cluster.url}
+    if "partitions" not in settings.model_fields_set:  # LLMWATCH_PARTITIONS (or the TOML) wins
+        update["partitions"] = local_cluster.default_partitions(masters)
+    if args.replicas and "replica_acks" not in settings.model_fields_set:
+        update["replica_acks"] = 1  # with replicas, a failover loses no acknowledged event
+    log.info("local Redis Cluster on %s: %d masters, %d replicas each, %d partitions (data in %s)",
+             cluster.url, masters, args.replicas, update.get("partitions", settings.partitions),
+             (settings.data_dir / local_cluster.CLUSTER_DIR).resolve())  # fmt: skip
+    try:
+        return _run_advertised(settings.model_copy(update=update))
+    finally:
+        cluster.stop()
+
+
+def _run_advertised(settings: Settings) -> int:
+    """Run `all`, leaving the Redis URL and partition count in the data directory meanwhile, for
+    `apps`, `tail` and the like started from another shell."""
+    url_file, partitions_file = settings.data_dir / URL_FILE, settings.data_dir / PARTITIONS_FILE
+    url_file.write_text(settings.redis_url or "")
+    partitions_file.write_text(f"{settings.partitions}\n")
+    try:
+        return _run("all", settings)
     finally:
         url_file.unlink(missing_ok=True)
-        server.stop()
+        partitions_file.unlink(missing_ok=True)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -210,11 +266,25 @@ def _redis_url(args: argparse.Namespace) -> str:
     raise SystemExit("llmwatch: no Redis to talk to: set REDIS_URL, or start `llmwatch up` first")
 
 
+def _stack_settings(args: argparse.Namespace) -> Settings:
+    """Settings for a command talking to the `llmwatch up` of the data directory (no REDIS_URL):
+    that stack's partition count, unless LLMWATCH_PARTITIONS says otherwise."""
+    settings = _settings(args)
+    count_file = Path(settings.data_dir) / PARTITIONS_FILE
+    explicit = settings.redis_url or "partitions" in settings.model_fields_set
+    if not explicit and count_file.exists():
+        try:
+            return settings.model_copy(update={"partitions": max(1, int(count_file.read_text()))})
+        except ValueError:
+            pass
+    return settings
+
+
 def _with_redis(args: argparse.Namespace, fn: Any) -> Any:
     from shared.redis import connect
 
     async def go() -> Any:
-        settings = _settings(args)
+        settings = _stack_settings(args)
         redis = connect(settings, url=_redis_url(args))
         try:
             return await fn(redis, settings)

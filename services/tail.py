@@ -2,7 +2,10 @@
 
 Across partitions, lines come in stream-id order (arrival time; entries of two partitions in
 the same millisecond have no defined order). With `--follow`, new events are printed as they
-arrive until Ctrl-C (or `stop` is set). Each line is the stored DashboardEvent, as is.
+arrive until Ctrl-C (or `stop` is set): on a single Redis one blocking XREAD follows every
+partition (each batch merged by id); a Redis Cluster refuses that across slots, so there each
+partition is followed by its own blocking XREAD and printed as soon as it arrives (each
+partition, hence each run, in order). Each line is the stored DashboardEvent, as is.
 """
 
 from __future__ import annotations
@@ -11,9 +14,8 @@ import asyncio
 import sys
 from typing import Any, TextIO
 
-from redis.asyncio import Redis
-
 from shared.keys import EVENT_FIELD, events_stream
+from shared.redis import Client, per_slot_reads
 
 # Short blocking reads, so that a `stop` request is seen within a second. (Cancelling a blocking
 # XREAD mid-read is not reliable with redis-py 8: the cancellation can surface as a TimeoutError
@@ -34,7 +36,7 @@ def _line(fields: dict[Any, Any]) -> str:
 
 
 async def tail(
-    redis: Redis,
+    redis: Client,
     partitions: int,
     count: int,
     follow: bool,
@@ -56,11 +58,23 @@ async def tail(
     out.flush()
     if not follow:
         return
+    if per_slot_reads(redis):  # a cluster refuses one XREAD over streams of several slots
+        await asyncio.gather(*(_follow(redis, {s: i}, out, stop) for s, i in last.items()))
+    else:
+        await _follow(redis, last, out, stop)
+
+
+async def _follow(
+    redis: Client, last: dict[str, bytes | str], out: TextIO, stop: asyncio.Event | None
+) -> None:
     while stop is None or not stop.is_set():
-        replies = await redis.xread(last, block=FOLLOW_BLOCK_MS, count=1000)
+        replies = await redis.xread(last, block=FOLLOW_BLOCK_MS, count=1000)  # type: ignore[arg-type]
+        batch: list[tuple[tuple[int, int], str]] = []
         for stream, entries in replies or []:
             name = stream.decode() if isinstance(stream, bytes) else stream
-            for entry_id, fields in entries:
-                out.write(_line(fields) + "\n")
-                last[name] = entry_id
+            batch += [(_order(entry_id), _line(fields)) for entry_id, fields in entries]
+            if entries:
+                last[name] = entries[-1][0]
+        batch.sort(key=lambda item: item[0])
+        out.writelines(line + "\n" for _, line in batch)
         out.flush()

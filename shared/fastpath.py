@@ -36,10 +36,12 @@ class FastRoutes:
         app: ASGIApp,
         routes: dict[tuple[str, str], tuple[Handler, object]],
         http: HttpMetrics | None = None,
+        streaming: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.routes = routes  # (method, path) -> (handler, the documented route, for metrics)
         self.http = http  # None when an outer HttpMetricsMiddleware already measures
+        self.streaming = streaming  # long-lived responses (SSE): not in the duration histogram
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         hit = self.routes.get((scope.get("method", ""), scope.get("path", "")))
@@ -58,5 +60,6 @@ class FastRoutes:
             log.exception("unhandled error on %s", scope["path"])
             response = problem_response(500, "internal error", instance=scope["path"])
         await response(scope, receive, send)
-        if self.http is not None:
-            self.http.observe(scope["method"], route, response.status_code, time.perf_counter() - start)
+        if self.http is not None and scope["path"] not in self.streaming:
+            elapsed = time.perf_counter() - start
+            self.http.observe(scope["method"], route, response.status_code, elapsed)

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from shared import keys
+from shared.redis import Client, Command, run_commands
 
 INDEXED = ("event_type", "model", "source")
 SCAN_BUDGET = 5000
@@ -113,24 +113,26 @@ def _index_for(query: Query, partition: int) -> str:
     return keys.history_index(partition, field, value)
 
 
+def _page_command(scan: _Scan, query: Query, post_filter: bool) -> Command:
+    count = max(1, min(_CHUNK if post_filter else query.limit, SCAN_BUDGET - scan.scanned))
+    index, data, upper = scan.index, keys.history_data(scan.partition), scan.upper
+    return lambda r: r.eval(_PAGE_LUA, 2, index, data, upper, count)
+
+
 async def read_page(
-    redis: Redis, partitions: int, query: Query
+    redis: Client, partitions: int, query: Query
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Newest-first events matching `query`, and the cursor of the next page (None at the end)."""
     scans = [_Scan(p, _index_for(query, p), _upper(query, p), []) for p in range(partitions)]
     post_filter = bool(query.q) or len(query.filters()) > 1
-    script = redis.register_script(_PAGE_LUA)
     active = scans
     while active:
-        async with redis.pipeline(transaction=False) as pipe:
-            for scan in active:
-                count = min(_CHUNK if post_filter else query.limit, SCAN_BUDGET - scan.scanned)
-                await script(
-                    keys=[scan.index, keys.history_data(scan.partition)],
-                    args=[scan.upper, max(1, count)],
-                    client=pipe,
-                )
-            replies = await pipe.execute()
+        # One EVAL per partition and round: pipelined on a single Redis, concurrent on a
+        # cluster (each on its partition's shard). EVAL, not EVALSHA: a pipeline of cached
+        # scripts would first ask SCRIPT EXISTS, one more round trip than the script text costs.
+        replies = await run_commands(
+            redis, [_page_command(scan, query, post_filter) for scan in active]
+        )
         for scan, reply in zip(active, replies, strict=True):
             _absorb(scan, reply, query, post_filter)
         active = [s for s in scans if not s.done]
@@ -172,7 +174,7 @@ def _absorb(scan: _Scan, reply: list[Any], query: Query, post_filter: bool) -> N
         scan.bound, scan.done = (ms, seq, scan.partition), True
 
 
-async def newest(redis: Redis, partitions: int, count: int) -> list[dict[str, Any]]:
+async def newest(redis: Client, partitions: int, count: int) -> list[dict[str, Any]]:
     """The `count` newest events, newest first (for SSE `?snapshot=N`)."""
     items, _ = await read_page(redis, partitions, Query(limit=max(1, count)))
     return items[:count]

@@ -21,12 +21,12 @@ import time
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import WatchError
 from ulid import ULID
 
 from shared import keys, notify_scripts
 from shared.notifications import Bell, Occurrence, Policy, Row, expired, fold
+from shared.redis import Client
 from shared.settings import Settings
 from shared.times import rfc3339
 
@@ -43,7 +43,7 @@ def policy_from(settings: Settings) -> Policy:
 
 
 async def raise_notification(
-    redis: Redis,
+    redis: Client,
     settings: Settings,
     *,
     kind: str,
@@ -63,7 +63,7 @@ async def raise_notification(
     await raise_many(redis, settings, [occ])
 
 
-async def raise_many(redis: Redis, settings: Settings, occurrences: list[Occurrence]) -> int:
+async def raise_many(redis: Client, settings: Settings, occurrences: list[Occurrence]) -> int:
     """Apply a batch of occurrences in one compare-and-set; returns how many were new."""
     if not occurrences:
         return 0
@@ -112,7 +112,7 @@ _COMMIT_KEYS = (
 
 
 async def _load(
-    redis: Redis, settings: Settings, fingerprints: list[str], dedup_ids: list[str], now: float
+    redis: Client, settings: Settings, fingerprints: list[str], dedup_ids: list[str], now: float
 ) -> tuple[bytes, Bell, int, bool]:
     """(version, the bell as the fold needs it, rows stored, whether some row aged out)."""
     cutoff = now - settings.notification_max_age_s
@@ -176,7 +176,7 @@ def _publish(pipe: Any, feed: list[tuple[str, dict[str, Any]]], settings: Settin
         )
 
 
-async def prune(redis: Redis, settings: Settings) -> int:
+async def prune(redis: Client, settings: Settings) -> int:
     """Retention: keep `notification_max` rows and none idle longer than `notification_max_age_s`."""
     policy = policy_from(settings)
     for _ in range(MAX_ATTEMPTS):
@@ -222,7 +222,7 @@ async def prune(redis: Redis, settings: Settings) -> int:
 
 
 # --- read side (used by the stream gateway's REST routes) -----------------------------------
-async def list_rows(redis: Redis, limit: int, before: str | None) -> tuple[list[Row], str | None]:
+async def list_rows(redis: Client, limit: int, before: str | None) -> tuple[list[Row], str | None]:
     """Newest first (by id), `before` an id cursor (exclusive). Returns (rows, next cursor)."""
     upper = f"({before}" if before else "+"
     ids = await redis.zrange(
@@ -233,11 +233,11 @@ async def list_rows(redis: Redis, limit: int, before: str | None) -> tuple[list[
     return rows, (page[-1] if len(ids) > limit and page else None)
 
 
-async def unread_count(redis: Redis) -> int:
+async def unread_count(redis: Client) -> int:
     return int(await redis.scard(keys.NOTIFY_UNREAD))
 
 
-async def set_read(redis: Redis, settings: Settings, row_id: str, read: bool) -> bool:
+async def set_read(redis: Client, settings: Settings, row_id: str, read: bool) -> bool:
     """Mark one row read (read_at = now) or unread. False when the id is unknown."""
     for _ in range(MAX_ATTEMPTS):
         async with redis.pipeline(transaction=True) as pipe:
@@ -271,7 +271,7 @@ async def set_read(redis: Redis, settings: Settings, row_id: str, read: bool) ->
     raise RuntimeError("notification bell: too much contention, giving up for now")
 
 
-async def read_all(redis: Redis, settings: Settings) -> int:
+async def read_all(redis: Client, settings: Settings) -> int:
     """Mark every unread row read. Returns how many changed."""
     for _ in range(MAX_ATTEMPTS):
         async with redis.pipeline(transaction=True) as pipe:

@@ -183,9 +183,12 @@ class EmbeddedCluster:
         appendfsync: str = "everysec",
         node_timeout_ms: int = 1000,
         binary: str | None = None,
+        ports: list[int] | None = None,
     ) -> None:
         if masters < 1 or replicas < 0:
             raise ValueError("a cluster needs at least one master")
+        if ports is not None and len(ports) != masters * (1 + replicas):
+            raise ValueError("one port per node (masters first) or none")
         self.data_dir = Path(data_dir)
         self.masters = masters
         self.replicas = replicas
@@ -195,7 +198,8 @@ class EmbeddedCluster:
             self.nodes.append(
                 EmbeddedRedis(
                     node_dir,
-                    port=free_cluster_port(),
+                    # A restart must reuse the ports: each node's nodes.conf names its peers by them.
+                    port=ports[i] if ports else free_cluster_port(),
                     appendfsync=appendfsync,
                     binary=binary,
                     extra_args=[
@@ -224,7 +228,9 @@ class EmbeddedCluster:
             node.start()
         try:
             clients = [sync_redis.Redis(port=n.port) for n in self.nodes]
-            if clients[0].cluster("info").get("cluster_state") == "ok":  # restarted: joined
+            # Restarted on the same ports: nodes.conf already holds the slots and the peers (the
+            # state reads "fail" for a moment, until the nodes reconnect); just wait for it.
+            if int(clients[0].cluster("info").get("cluster_slots_assigned", 0)) > 0:
                 self._wait_ok(clients, timeout)
                 return self
             for i, client in enumerate(clients[: self.masters]):

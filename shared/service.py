@@ -118,10 +118,11 @@ def build_app(
     openapi.install(app)  # errors as they really leave: problem+json, 401/503 everywhere
     http = shared_metrics.HttpMetrics(ctx.registry)
     fast = [route for svc in services for route in svc.fast_routes]
+    streaming = frozenset[str]().union(*(s.streaming_paths for s in services))
     if fast and ctx.settings.cors_origins:  # inside CORS and the HTTP metrics middleware
         app.add_middleware(FastRoutes, routes=_fast_routes(services, fast))
     elif fast:  # in front of the whole app, measuring its own requests
-        app.fast = FastRoutes(app.slow_path, _fast_routes(services, fast), http)
+        app.fast = FastRoutes(app.slow_path, _fast_routes(services, fast), http, streaming)
     if ctx.settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -132,7 +133,7 @@ def build_app(
     app.add_middleware(
         shared_metrics.HttpMetricsMiddleware,
         http=http,
-        skip_paths=frozenset().union(*(s.streaming_paths for s in services)),
+        skip_paths=streaming,
     )
     app.include_router(_ops_router(ctx, services))
     for svc in services:

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # Hard cap on unconsumed backlog per partition; past it ingest answers 503 (backpressure)
     # instead of letting Redis run out of memory. 0 = no cap.
     stream_max_backlog: int = Field(5_000_000, ge=0)
+    # Replicas that must confirm a request's XADDs (Redis WAIT) before it is answered 2xx: an
+    # acknowledged event then survives its master's death. 0 = answer once the master has it.
+    replica_acks: int = Field(0, ge=0)
 
     # --- aggregator ----------------------------------------------------------------------
     consumer_batch: int = Field(500, ge=1, le=10_000)

@@ -7,7 +7,9 @@ every probe (including one past the usual long-context tier threshold), later co
 from the two unit prices, exactly as calc_price would; tiered models keep calling calc_price.
 
 Sums are kept in Redis as integer nano-dollars (`to_nanos`), so adding many small costs in any
-order gives exactly the same total.
+order gives exactly the same total. `nanos` gives that integer directly: for a linear model whose
+unit prices are whole nano-dollars per token (most are) it is integer arithmetic, exactly
+`to_nanos(cost_usd(...))` at a fraction of the cost.
 """
 
 from __future__ import annotations
@@ -56,6 +58,29 @@ def cost_usd(model: str | None, prompt: int, completion: int) -> Decimal | None:
         return _tiered(model, prompt, completion)
     per_in, per_out = units  # type: ignore[misc]
     return per_in * prompt + per_out * completion
+
+
+@functools.lru_cache(maxsize=1024)
+def _nano_units(model: str) -> tuple[int, int] | None:
+    """Whole nano-dollars per (input, output) token of a linear model, else None."""
+    units = _unit_prices(model)
+    if not isinstance(units, tuple):
+        return None
+    per_in, per_out = (u * NANOS for u in units)
+    if per_in != per_in.to_integral_value() or per_out != per_out.to_integral_value():
+        return None
+    return int(per_in), int(per_out)
+
+
+def nanos(model: str | None, prompt: int, completion: int) -> int | None:
+    """`to_nanos(cost_usd(model, prompt, completion))`, None when the model is not priced."""
+    if not model:
+        return None
+    units = _nano_units(model)
+    if units is not None:
+        return units[0] * prompt + units[1] * completion
+    price = cost_usd(model, prompt, completion)
+    return None if price is None else to_nanos(price)
 
 
 def to_nanos(cost: Decimal | None) -> int:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from shared import keys
 from shared.notifications import Occurrence
+from shared.redis import Client
 from shared.settings import Settings
 
 DEADLETTER_MAX = 100_000  # entries kept per partition (approximate trim)
@@ -46,7 +46,7 @@ def occurrence(partition: int, letter: Letter) -> Occurrence:
 
 
 async def move(
-    redis: Redis, settings: Settings, partition: int, letters: list[Letter], consumer: str
+    redis: Client, settings: Settings, partition: int, letters: list[Letter], consumer: str
 ) -> list[Occurrence]:
     """Dead-letter and acknowledge `letters`; returns the notifications to raise."""
     if not letters:

@@ -44,6 +44,7 @@ class Event:
     model: str | None
     metadata: dict[str, Any]
     digest: str  # dedup marker of the event id
+    run: tuple[str, str, str | None] | None  # (run id, kind, parent run id): see `run_ref`
     changed: bool = False  # data was completed here (run name), so `raw` must be re-encoded
     _ts: float | None = None
     _tokens: tuple[int, int] | None = None
@@ -80,20 +81,39 @@ def parse(stream_id: str, raw: bytes) -> Event:
     ms, _, _ = stream_id.partition("-")
     event_id = str(data["id"])
     meta = data.get("metadata")
+    if not isinstance(meta, dict):
+        meta = {}
     model = data.get("model")
+    source = str(data.get("source") or WEBHOOK)
     return Event(
         stream_id=stream_id,
         ms=int(ms),
         raw=raw,
         data=data,
         id=event_id,
-        source=str(data.get("source") or WEBHOOK),
+        source=source,
         event_type=str(data.get("event_type") or ""),
         status=str(data.get("status") or ""),
         model=str(model) if model not in (None, "") else None,
-        metadata=meta if isinstance(meta, dict) else {},
+        metadata=meta,
         digest=digest(event_id),
+        run=run_ref(source, meta, data),
     )
+
+
+def run_ref(
+    source: str, meta: dict[str, Any], data: dict[str, Any]
+) -> tuple[str, str, str | None] | None:
+    """(run id, kind, parent run id) of the run an event belongs to, or None: an LLMonitor
+    event's `runId` (kind `llmonitor`), else a webhook event's `session_id` (kind `session`)."""
+    if source == LLMONITOR:
+        run_id = meta.get("runId")
+        if run_id in (None, ""):
+            return None
+        parent = meta.get("parentRunId")
+        return str(run_id), "llmonitor", str(parent) if parent not in (None, "") else None
+    sid = meta.get("session_id", data.get("session_id"))
+    return (str(sid), "session", None) if sid not in (None, "") else None
 
 
 # --- LLMonitor -------------------------------------------------------------------------------

@@ -15,13 +15,13 @@ import orjson
 
 from services.aggregator import events as ev
 from services.aggregator import runs
-from services.aggregator.cost import cost_usd, to_nanos
-from shared import histogram, stats
+from services.aggregator.cost import nanos as cost_nanos
+from services.aggregator.counters import ERR, N, Tally
 from shared import history as hist
+from shared import stats
 from shared.notifications import Occurrence
 
 Feed = tuple[str, bytes]
-Deltas = list[tuple[str, int]]  # (stats field, amount); summed per field before writing
 
 
 @dataclass
@@ -33,8 +33,7 @@ class Prepared:
         return list(dict.fromkeys(e.digest for e in self.events))
 
     def run_ids(self) -> list[str]:
-        found = (runs.run_of(e) for e in self.events)
-        return list(dict.fromkeys(r[0] for r in found if r is not None))
+        return list(dict.fromkeys(e.run[0] for e in self.events if e.run is not None))
 
 
 @dataclass
@@ -43,6 +42,8 @@ class RunChange:
     before: dict[str, Any] | None  # the stored view when the batch started
     names: list[str] = field(default_factory=list)  # lifecycle names seen during the batch
     view: dict[str, Any] = field(default_factory=dict)  # rendered once, at the end of the batch
+    feed: list[str] = field(default_factory=list)  # the batch's `run.*` feed entries
+    was_ms: int | None = None  # the stored first arrival (index score), None for a new run
     _json: bytes = b""
 
     def encoded(self) -> bytes:
@@ -50,6 +51,21 @@ class RunChange:
         if not self._json:
             self._json = orjson.dumps(self.view)
         return self._json
+
+    def error(self) -> bytes:
+        """The `error` of a `run.failed` entry, as JSON."""
+        return orjson.dumps(self.view.get("error"))
+
+    def entries(self) -> list[Feed]:
+        """The feed entries: `{"run": view}`, plus `"error"` for run.failed (the commit script
+        builds the same bytes from the view and the error)."""
+        view = self.encoded()
+        return [
+            (name, b'{"run":' + view + b',"error":' + self.error() + b"}")
+            if name == "run.failed"
+            else (name, b'{"run":' + view + b"}")
+            for name in self.feed
+        ]
 
 
 @dataclass
@@ -63,10 +79,15 @@ class WriteSet:
     history: list[tuple[str, bytes, list[tuple[str, str]]]] = field(default_factory=list)
     runs: dict[str, RunChange] = field(default_factory=dict)
     children: set[tuple[str, str]] = field(default_factory=set)  # (parent, child)
-    feed: list[Feed] = field(default_factory=list)  # `event` entries = history items, in order
     occurrences: list[Occurrence] = field(default_factory=list)
     applied: int = 0
     duplicates: int = 0
+
+    @property
+    def feed(self) -> list[Feed]:
+        """The `run.*` feed entries, run by run. Every history item is also an `event` feed
+        entry, ahead of these: the commit writes it from the history item's bytes."""
+        return [entry for change in self.runs.values() for entry in change.entries()]
 
 
 def prepare(entries: list[tuple[str, bytes]]) -> Prepared:
@@ -85,6 +106,7 @@ def fold(
     stored_runs: dict[str, tuple[runs.Facts, dict[str, Any]]],
 ) -> WriteSet:
     ws = WriteSet(failed=list(prepared.bad))
+    tally = Tally()
     seen = set(applied)
     for event in prepared.events:
         if event.digest in seen:
@@ -92,171 +114,142 @@ def fold(
             ws.done.append(event.stream_id)
             continue
         try:
-            effect = _effect(event, ws, stored_runs)
+            change, occurrences, usage = _effect(event, ws.runs, stored_runs)
         except Exception as exc:  # noqa: BLE001 - one bad event must not block the batch
             ws.failed.append((event.stream_id, f"{type(exc).__name__}: {exc}"))
             continue
         seen.add(event.digest)
-        _accumulate(ws, event, *effect)
+        _count(tally, event, usage)
+        _accumulate(ws, event, change, occurrences)
     for change in ws.runs.values():
         # Rendered once per run and batch; counters move by (final - stored), which adds up to
         # the same totals as moving them event by event.
         change.view = runs.render(change.facts)
         if change.facts["kind"] == "llmonitor":
-            _add(ws.stats, _run_counters(change.before, change.view))
-        _add(ws.stats, _state_counters(change.before, change.view))
-        ws.feed.extend(_run_feed(change))
+            _run_counters(tally, change.before, change.view)
+        old, new = runs.state(change.before), runs.state(change.view)
+        if old != new:
+            for state, n in ((old, -1), (new, +1)):
+                if state:
+                    tally.other[stats.runs(state)] += n
+        change.feed = _run_feed(change)
+    ws.stats = tally.fields()
     return ws
+
+
+Usage = tuple[int, int, "int | None", "float | None"]  # prompt, completion, nanos, duration
 
 
 def _effect(
     event: ev.Event,
-    ws: WriteSet,
+    changes: dict[str, RunChange],
     stored: dict[str, tuple[runs.Facts, dict[str, Any]]],
-) -> tuple[Deltas, RunChange | None, list[Occurrence]]:
-    """Everything one event changes, computed without touching `ws` (so it may raise safely)."""
+) -> tuple[RunChange | None, list[Occurrence], Usage | None]:
+    """Everything one event changes, computed without touching the write set (so it may raise
+    safely): its run's new facts, its notifications, a webhook event's usage."""
     change: RunChange | None = None
     occurrences: list[Occurrence] = []
-    run = runs.run_of(event)
+    run = event.run
     if run is not None:
         run_id, kind, _ = run
-        previous = ws.runs.get(run_id)
+        previous = changes.get(run_id)
         facts: runs.Facts | None
+        was_ms: int | None = None
         if previous is not None:
             facts, before, names = previous.facts, previous.before, previous.names
+            was_ms = previous.was_ms
         elif run_id in stored:
             facts, before = stored[run_id]
             names = []
+            was_ms = facts["first_ms"]
         else:
             facts, before, names = None, None, []
         ev.complete_name(event, runs.get(facts, "name") if facts else None)
         new_facts = runs.merge(facts or runs.new_facts(run_id, kind), event)
-        change = RunChange(new_facts, before, names + runs.lifecycle(facts, new_facts))
+        lifecycle = names + runs.lifecycle(facts, new_facts)
+        change = RunChange(new_facts, before, lifecycle, was_ms=was_ms)
         newly_failed = (
             runs.facts_state(new_facts) == "failed" and runs.facts_state(facts) != "failed"
         )
         if kind == "llmonitor" and newly_failed:
             occurrences.append(_run_failed(new_facts, event))
-    counters = _event_counters(event)
-    if event.source != ev.LLMONITOR and event.failed:
+    if event.source == ev.LLMONITOR:
+        return change, occurrences, None
+    if event.failed:
         occurrences.append(_event_failed(event))
-    return counters, change, occurrences
+    prompt, completion = ev.webhook_tokens(event)
+    model = event.model
+    nanos = cost_nanos(model, prompt, completion) if model and (prompt or completion) else None
+    return change, occurrences, (prompt, completion, nanos, ev.duration_ms(event))
 
 
-def _add(target: dict[str, int], deltas: Deltas) -> None:
-    for key, amount in deltas:
-        target[key] = target.get(key, 0) + amount
-
-
-def _event_counters(event: ev.Event) -> Deltas:
-    out: Deltas = [
-        (stats.TOTAL, 1),
-        (stats.event_type(event.event_type), 1),
-        (stats.status(event.status), 1),
-        (stats.source(event.source), 1),
-    ]
-    if event.source == ev.LLMONITOR and runs.run_of(event) is not None:
+def _count(tally: Tally, event: ev.Event, usage: Usage | None) -> None:
+    tally.event(event.event_type, event.status, event.source)
+    if usage is None and event.run is not None:
         # Per model, an LLMonitor event counts through its run (_run_counters): the run's name
         # may arrive after its other events, and the totals must not depend on that order.
-        return out
+        return
     model = event.model
     if model:
-        out.append((stats.model(model, "n"), 1))
+        row = tally.model(model)
+        row[N] += 1
         if event.failed:
-            out.append((stats.model(model, "err"), 1))
-    if event.source == ev.LLMONITOR:
-        return out
-    prompt, completion = ev.webhook_tokens(event)
-    _usage(out, model, prompt, completion, +1)
-    duration = ev.duration_ms(event)
-    if duration is not None and model:
-        _duration(out, model, duration)
-    return out
-
-
-def _usage(out: Deltas, model: str | None, prompt: int, completion: int, sign: int) -> None:
-    if not prompt and not completion:
+            row[ERR] += 1
+    if usage is None:
         return
-    out += ((stats.TOKENS_PROMPT, sign * prompt), (stats.TOKENS_COMPLETION, sign * completion))
-    price = cost_usd(model, prompt, completion) if model else None
-    nanos = to_nanos(price)
-    if price is not None:
-        out.append((stats.COST, sign * nanos))
-    if model:
-        out += (
-            (stats.model(model, "tp"), sign * prompt),
-            (stats.model(model, "tc"), sign * completion),
-        )
-        if price is not None:
-            out += (
-                (stats.model(model, "cost"), sign * nanos),
-                (stats.model(model, "priced"), sign),
-            )
+    prompt, completion, nanos, duration = usage
+    tally.usage(model, prompt, completion, nanos)
+    if duration is not None and model:
+        tally.duration(model, duration)
 
 
-def _duration(out: Deltas, model: str, duration_ms: float) -> None:
-    out += (
-        (stats.model(model, "dn"), 1),
-        (stats.model(model, "ds"), round(duration_ms)),
-        (stats.model(model, f"h{histogram.bucket(duration_ms)}"), 1),
-    )
-
-
-def _run_counters(before: dict[str, Any] | None, after: dict[str, Any]) -> Deltas:
+def _run_counters(tally: Tally, before: dict[str, Any] | None, after: dict[str, Any]) -> None:
     """LLMonitor usage is the run's: take back what the old view contributed, add the new."""
-    out: Deltas = []
     for view, sign in ((before, -1), (after, +1)):
         if view is None:
             continue
         t, model = view["tokens"], view["model"]
-        _usage(out, model, t["prompt"], t["completion"], sign)
+        prompt, completion = t["prompt"], t["completion"]
+        nanos = cost_nanos(model, prompt, completion) if model else None
+        tally.usage(model, prompt, completion, nanos, sign)
         if model:
-            out.append((stats.model(model, "n"), sign * view["events"]))
-            out.append((stats.model(model, "err"), sign * view.get("failed_events", 0)))
+            row = tally.model(model)
+            row[N] += sign * view["events"]
+            row[ERR] += sign * view.get("failed_events", 0)
     newly_timed = after["duration_ms"] is not None and (
         before is None or before["duration_ms"] is None
     )
     if newly_timed and after["model"]:
-        _duration(out, after["model"], after["duration_ms"])
-    return out
-
-
-def _state_counters(before: dict[str, Any] | None, after: dict[str, Any]) -> Deltas:
-    old, new = runs.state(before), runs.state(after)
-    if old == new:
-        return []
-    return [(stats.runs(s), n) for s, n in ((old, -1), (new, +1)) if s]
+        tally.duration(after["model"], after["duration_ms"])
 
 
 def _accumulate(
     ws: WriteSet,
     event: ev.Event,
-    counters: Deltas,
     change: RunChange | None,
     occurrences: list[Occurrence],
 ) -> None:
     ws.applied += 1
     ws.done.append(event.stream_id)
     ws.markers.append(event.digest)
-    _add(ws.stats, counters)
     second = event.ms // 1000
     ws.eps[second] = ws.eps.get(second, 0) + 1
-    ws.since_ms = event.ms if ws.since_ms is None else min(ws.since_ms, event.ms)
-    raw = event.encoded()
+    if ws.since_ms is None or event.ms < ws.since_ms:
+        ws.since_ms = event.ms
     indexes = [("event_type", event.event_type), ("source", event.source)]
     if event.model:
         indexes.append(("model", event.model))
-    ws.history.append((hist.key(event.stream_id), raw, indexes))
-    ws.feed.append(("event", raw))
+    ws.history.append((hist.key(event.stream_id), event.encoded(), indexes))
     if change is not None:
         ws.runs[change.facts["id"]] = change
         parent = runs.get(change.facts, "parent")
         if parent:
             ws.children.add((str(parent), change.facts["id"]))
-    ws.occurrences.extend(occurrences)
+    if occurrences:
+        ws.occurrences.extend(occurrences)
 
 
-def _run_feed(change: RunChange) -> list[Feed]:
+def _run_feed(change: RunChange) -> list[str]:
     """One batch's lifecycle entries for a run: each name once, in order, with the final view;
     `run.updated` only when nothing more specific happened."""
     names = list(dict.fromkeys(change.names))
@@ -267,15 +260,7 @@ def _run_feed(change: RunChange) -> list[Feed]:
     ]
     if not chosen and change.view != change.before:
         chosen = ["run.updated"]  # e.g. feedback, output, tokens
-    view = change.encoded()
-    out: list[Feed] = []
-    for name in chosen:
-        if name == "run.failed":
-            error = orjson.dumps(change.view.get("error"))
-            out.append((name, b'{"run":' + view + b',"error":' + error + b"}"))
-        else:
-            out.append((name, b'{"run":' + view + b"}"))
-    return out
+    return chosen
 
 
 def _message(error: Any) -> str:

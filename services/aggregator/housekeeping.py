@@ -1,24 +1,19 @@
-"""The aggregator's chores around the batch step: ringing the bell from outboxes, trimming the
-event streams, the lag/pending gauges, and the idle and readiness checks."""
+"""The aggregator's chores around the batch step: trimming the event streams, the lag/pending
+gauges, and the idle and readiness checks. Every command here is single-key, so each works on
+a cluster; a shard that is down fails only its own partitions' chores."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-import orjson
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from services.aggregator.metrics import AggregatorMetrics
-from shared import keys, notify
-from shared.notifications import Occurrence
-from shared.redis import UNAVAILABLE
-from shared.settings import Settings
+from shared import keys
+from shared.redis import UNAVAILABLE, Client
 
 log = logging.getLogger(__name__)
-
-Rung = dict[int, list[Occurrence]]  # partition -> occurrences the bell has taken
 
 
 def text(value: Any) -> str:
@@ -34,39 +29,8 @@ def our_group(groups: list[dict[Any, Any]]) -> dict[Any, Any] | None:
     return next((g for g in groups if text(g["name"]) == keys.AGGREGATOR_GROUP), None)
 
 
-async def ring(redis: Redis, settings: Settings, occurrences: Rung) -> Rung:
-    """Ring the bell; returns what it took (to delete from the outboxes). On failure the outbox
-    keeps them for the next maintenance pass; the bell's dedup ids make that harmless."""
-    everything = [o for items in occurrences.values() for o in items]
-    if not everything:
-        return {}
-    try:
-        await notify.raise_many(redis, settings, everything)
-    except Exception:
-        log.exception("aggregator: notifications deferred to the next maintenance pass")
-        return {}
-    return occurrences
-
-
-def clear_outbox(pipe: Any, rung: Rung) -> None:
-    for partition, items in rung.items():
-        if items:
-            pipe.hdel(keys.outbox_key(partition), *[o.dedup_id for o in items])
-
-
-async def drain_outbox(redis: Redis, settings: Settings, partition: int) -> None:
-    """Raise what a crashed or failed step left in the partition's outbox."""
-    stored = await redis.hgetall(keys.outbox_key(partition))
-    if stored:
-        items = [Occurrence(**orjson.loads(v)) for v in stored.values()]
-        rung = await ring(redis, settings, {partition: items})
-        async with redis.pipeline(transaction=False) as pipe:
-            clear_outbox(pipe, rung)
-            await pipe.execute()
-
-
 async def trim_events(
-    redis: Redis, metrics: AggregatorMetrics, partition: int, stream: str
+    redis: Client, metrics: AggregatorMetrics, partition: int, stream: str
 ) -> None:
     """XTRIM MINID below the oldest entry the group still needs; refresh the gauges."""
     try:
@@ -93,7 +57,7 @@ async def trim_events(
     metrics.lag.labels(str(partition)).set(int(lag or 0))
 
 
-async def idle(redis: Redis, streams: list[str]) -> bool:
+async def idle(redis: Client, streams: list[str]) -> bool:
     """Nothing unread, pending or waiting in an outbox, on any partition."""
     async with redis.pipeline(transaction=False) as pipe:
         for partition, stream in enumerate(streams):
@@ -110,7 +74,7 @@ async def idle(redis: Redis, streams: list[str]) -> bool:
     return True
 
 
-async def ready(redis: Redis, streams: list[str]) -> str | None:
+async def ready(redis: Client, streams: list[str]) -> str | None:
     """None when Redis answers and the group exists on every partition, else why not."""
     try:
         for stream in streams:

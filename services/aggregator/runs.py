@@ -23,7 +23,7 @@ import logging
 from typing import Any
 
 from services.aggregator import cost, tokens
-from services.aggregator.events import Event, llmonitor, session_id, webhook_tokens
+from services.aggregator.events import Event, llmonitor, webhook_tokens
 from shared.times import rfc3339
 
 log = logging.getLogger(__name__)
@@ -36,12 +36,7 @@ _ENDS = {"end", "error"}
 
 def run_of(event: Event) -> tuple[str, str, str | None] | None:
     """(run id, kind, parent run id) of the run an event belongs to, or None."""
-    lm = llmonitor(event)
-    if lm is not None:
-        parent = lm.get("parentRunId")
-        return str(lm["runId"]), "llmonitor", str(parent) if parent not in (None, "") else None
-    sid = session_id(event)
-    return (sid, "session", None) if sid else None
+    return event.run
 
 
 def new_facts(run_id: str, kind: str) -> Facts:

@@ -1,26 +1,62 @@
-"""The Lua the partition commit runs: one script to read, one to write.
+"""The Lua the partition commit runs: one script to read, one to write, one to trim history.
 
-One command carries a whole batch (instead of thousands of small ones, each costing Python time
-to pack and parse and, under load, a scheduler round trip), and the commit is a compare-and-set:
-it checks, atomically with its writes, that what the fold read is still true. All keys share the partition's hash tag `{pN}`; the fixed ones are declared in KEYS, the
-per-item ones (run, index, per-second keys) are built by the caller from the same tag.
+One command carries a whole batch (instead of thousands of small ones, each costing a round trip
+or Python time), and the commit is a compare-and-set: it checks, atomically with its writes, that
+what the fold read is still true. Every key a script touches shares the partition's hash tag
+`{pN}`: the fixed ones are declared in KEYS, the per-item ones (marker buckets, runs, indexes,
+per-second keys) are built by the caller from the same tag, so each call is one slot even on a
+cluster.
+
+Arguments travel as flat ARGV lists (count-prefixed sections), not as one encoded document:
+Redis hands Lua its arguments already split, where decoding JSON cost more server time than all
+the writes of a batch together. Scripts are sent by SHA (EVALSHA); a server that does not know
+one (restarted, failed over, another shard) gets the text once (`Script.__call__`).
 """
 
 from __future__ import annotations
 
-# KEYS: history ids. ARGV[1]: JSON {buckets, runs (run hash keys), digests}.
-# Returns {applied flags ("0"/"1" per digest), history size, f1, v1, n1, f2, v2, n2, ...}.
-LOAD = """
-local q = cjson.decode(ARGV[1])
-local digests = q.digests
-local flags = {}
-for i = 1, #digests do flags[i] = '0' end
-for _, bucket in ipairs(q.buckets) do
-  if #digests > 0 and redis.call('EXISTS', bucket) == 1 then
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+from shared.redis import Client
+
+
+class Script:
+    """A Lua script called by SHA, with its text as the fallback: EVAL of the text both runs it
+    and caches it on that server (cluster: on the shard of the keys), so the next EVALSHA hits."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()
+
+    async def __call__(self, redis: Client, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        try:
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await redis.eval(self.text, len(keys), *keys, *args)
+
+
+# KEYS: history ids. ARGV: bucket count, marker bucket keys..., digests (16 characters each,
+# concatenated), run hash keys... Returns {applied flags ("0"/"1" per digest), history size,
+# f1, v1, n1, f2, v2, n2, ...}.
+LOAD = Script("""
+local nb = tonumber(ARGV[1])
+local blob = ARGV[nb + 2]
+local digests, flags = {}, {}
+for i = 1, #blob, 16 do
+  digests[#digests + 1] = string.sub(blob, i, i + 15)
+  flags[#flags + 1] = '0'
+end
+local nd = #digests
+for b = 2, nb + 1 do
+  if nd > 0 and redis.call('EXISTS', ARGV[b]) == 1 then
     local i = 1
-    while i <= #digests do
-      local j = math.min(#digests, i + 3999)
-      local hits = redis.call('SMISMEMBER', bucket, unpack(digests, i, j))
+    while i <= nd do
+      local j = math.min(nd, i + 3999)
+      local hits = redis.call('SMISMEMBER', ARGV[b], unpack(digests, i, j))
       for k = 1, #hits do
         if hits[k] == 1 then flags[i + k - 1] = '1' end
       end
@@ -29,40 +65,87 @@ for _, bucket in ipairs(q.buckets) do
   end
 end
 local out = {table.concat(flags), redis.call('ZCARD', KEYS[1])}
-for _, key in ipairs(q.runs) do
-  local fvn = redis.call('HMGET', key, 'f', 'v', 'n')
+for r = nb + 3, #ARGV do
+  local fvn = redis.call('HMGET', ARGV[r], 'f', 'v', 'n')
   out[#out + 1] = fvn[1] or ''
   out[#out + 1] = fvn[2] or ''
   out[#out + 1] = fvn[3] or '0'
 end
 return out
-"""
+""")
 
-# KEYS: stats, history ids, history data, history index registry, feed, outbox, marker set,
-# run index registry. ARGV[1]: the write set as one JSON object (see store._write_set); every
-# number in it is a string, so Lua's doubles never reformat one (1e+15).
+# KEYS: 1 stats, 2 history ids, 3 history data, 4 history index registry, 5 feed, 6 outbox,
+# 7 marker set of this bucket, 8 run index registry, 9 events stream.
+# ARGV: 1 group, 2 marker expire-at, 3 since ('' = none), 4 eps ttl, 5 feed maxlen, 6 run ttl,
+# 7 feed type field, 8 feed data field, 9 run key prefix, 10 marker digests (16 characters
+# each, concatenated); then sections, each a count and its items:
+#   buckets (key) | run index keys (key) |
+#   runs (id, version read, new version, first ms, facts, view, index ops, feed codes, error) |
+#   acks (entry id) | counters (field, amount) | eps (key, amount) | history (member, json) |
+#   indexes (key, m, m members) | children (key, child) | outbox (dedup id, json)
+# A run's index ops are 2 bytes each: the 1-based position of a run index key, plus 32768 to
+# remove the run from it (else it is added, scored by first ms). Its feed codes are one letter
+# per `run.*` entry (FEED below), whose data is {"run": view}, plus "error" for run.failed.
+# Every history item is also an `event` feed entry, written before the run entries, with the
+# same bytes. Numbers travel as strings (Lua's doubles never reformat one).
 # Returns 1 when written, 0 when a check failed (nothing written).
-COMMIT = """
-local w = cjson.decode(ARGV[1])
-local function chunked(cmd, key, list)
-  local i = 1
-  while i <= #list do
-    local j = math.min(#list, i + 3999)
-    redis.call(cmd, key, unpack(list, i, j))
+COMMIT = Script("""
+local FEED = {c = 'run.created', s = 'run.started', d = 'run.completed', f = 'run.failed',
+  u = 'run.updated'}
+local pos = 10
+local function count()
+  pos = pos + 1
+  return tonumber(ARGV[pos])
+end
+-- call cmd(key, [extra,] ARGV[from..to]) in chunks (Lua's unpack has a stack limit)
+local function chunked(cmd, key, extra, list, from, to)
+  local i = from
+  while i <= to do
+    local j = math.min(to, i + 3999)
+    if extra then
+      redis.call(cmd, key, extra, unpack(list, i, j))
+    else
+      redis.call(cmd, key, unpack(list, i, j))
+    end
     i = j + 1
   end
 end
+-- ZADD key 0 m for the members ARGV[from], ARGV[from + step], ... up to ARGV[to] (score 0:
+-- lexicographic order)
+local function zadd0(key, from, to, step)
+  local args = {}
+  for k = from, to, step do
+    args[#args + 1] = '0'
+    args[#args + 1] = ARGV[k]
+    if #args == 4000 then
+      redis.call('ZADD', key, unpack(args))
+      args = {}
+    end
+  end
+  if #args > 0 then redis.call('ZADD', key, unpack(args)) end
+end
+
+local markers = {}
+for i = 1, #ARGV[10], 16 do markers[#markers + 1] = string.sub(ARGV[10], i, i + 15) end
+local nb = count()
+local buckets = pos + 1
+pos = pos + nb
+local nk = count()
+local index_keys = pos + 1
+pos = pos + nk
+local nr = count()
+local runs = pos + 1
+pos = pos + 9 * nr
 
 -- compare-and-set: nothing is written if, since the caller read them, one of these events was
 -- applied by someone else or one of these runs changed (their version `n` moved)
-local markers = w.markers
 if #markers > 0 then
-  for _, bucket in ipairs(w.buckets) do
-    if redis.call('EXISTS', bucket) == 1 then
+  for b = buckets, buckets + nb - 1 do
+    if redis.call('EXISTS', ARGV[b]) == 1 then
       local i = 1
       while i <= #markers do
         local j = math.min(#markers, i + 3999)
-        for _, hit in ipairs(redis.call('SMISMEMBER', bucket, unpack(markers, i, j))) do
+        for _, hit in ipairs(redis.call('SMISMEMBER', ARGV[b], unpack(markers, i, j))) do
           if hit == 1 then return 0 end
         end
         i = j + 1
@@ -70,65 +153,109 @@ if #markers > 0 then
     end
   end
 end
-for _, check in ipairs(w.versions) do
-  if (redis.call('HGET', check[1], 'n') or '0') ~= check[2] then return 0 end
+for r = runs, runs + 9 * (nr - 1), 9 do
+  if (redis.call('HGET', ARGV[9] .. ARGV[r], 'n') or '0') ~= ARGV[r + 1] then return 0 end
 end
+
+-- acknowledge the entries, atomically with what they change
+local na = count()
+chunked('XACK', KEYS[9], ARGV[1], ARGV, pos + 1, pos + na)
+pos = pos + na
 
 -- dedup markers
 if #markers > 0 then
-  chunked('SADD', KEYS[7], markers)
-  redis.call('EXPIREAT', KEYS[7], w.marker_expire)
+  chunked('SADD', KEYS[7], nil, markers, 1, #markers)
+  redis.call('EXPIREAT', KEYS[7], ARGV[2])
 end
 
 -- stats counters, first-event time, events per second
-for _, c in ipairs(w.counters) do redis.call('HINCRBY', KEYS[1], c[1], c[2]) end
-if w.since ~= '' then redis.call('HSETNX', KEYS[1], 'since', w.since) end
-for _, e in ipairs(w.eps) do
-  redis.call('INCRBY', e[1], e[2])
-  redis.call('EXPIRE', e[1], w.eps_ttl)
+for _ = 1, count() do
+  redis.call('HINCRBY', KEYS[1], ARGV[pos + 1], ARGV[pos + 2])
+  pos = pos + 2
+end
+if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[1], 'since', ARGV[3]) end
+for _ = 1, count() do
+  redis.call('INCRBY', ARGV[pos + 1], ARGV[pos + 2])
+  redis.call('EXPIRE', ARGV[pos + 1], ARGV[4])
+  pos = pos + 2
 end
 
--- history: ids and data as flat lists, then one index list per (field, value)
-if #w.history_ids > 0 then
-  chunked('ZADD', KEYS[2], w.history_ids)
-  chunked('HSET', KEYS[3], w.history_data)
+-- history: members and data, then one index per (field, value)
+local nh = count()
+local history = pos + 1
+pos = pos + 2 * nh
+if nh > 0 then
+  zadd0(KEYS[2], history, pos, 2)
+  chunked('HSET', KEYS[3], nil, ARGV, history, pos)
 end
-for _, index in ipairs(w.indexes) do
-  chunked('ZADD', index[1], index[2])
-  redis.call('SADD', KEYS[4], index[1])
-end
-
--- runs: facts + view + version, expiry, index moves
-for _, run in ipairs(w.runs) do
-  redis.call('HSET', run[1], 'f', run[2], 'v', run[3], 'n', run[4])
-  redis.call('EXPIREAT', run[1], run[5])
-end
-for _, index in ipairs(w.run_removes) do chunked('ZREM', index[1], index[2]) end
-for _, index in ipairs(w.run_adds) do
-  chunked('ZADD', index[1], index[2])
-  redis.call('SADD', KEYS[8], index[1])
-end
-for _, child in ipairs(w.children) do
-  redis.call('SADD', child[1], child[2])
-  redis.call('EXPIRE', child[1], w.children_ttl)
+for _ = 1, count() do
+  local key, m = ARGV[pos + 1], tonumber(ARGV[pos + 2])
+  zadd0(key, pos + 3, pos + 2 + m, 1)
+  redis.call('SADD', KEYS[4], key)
+  pos = pos + 2 + m
 end
 
--- feed entries, notification outbox
-local events = 0
-for _, entry in ipairs(w.feed) do
-  local data = entry[2]
-  if data == nil then  -- an `event` entry: the data of the next history item
-    events = events + 1
-    data = w.history_data[2 * events]
+-- runs: facts + view + version, expiry when first seen (or seen earlier), index moves
+local adds, removes = {}, {}
+for r = runs, runs + 9 * (nr - 1), 9 do
+  local key, id, first = ARGV[9] .. ARGV[r], ARGV[r], ARGV[r + 3]
+  redis.call('HSET', key, 'f', ARGV[r + 4], 'v', ARGV[r + 5], 'n', ARGV[r + 2])
+  local ops = ARGV[r + 6]
+  for i = 1, #ops, 2 do
+    local hi, lo = string.byte(ops, i, i + 1)
+    local op = hi * 256 + lo
+    if op >= 32768 then
+      local list = removes[op - 32768] or {}
+      removes[op - 32768] = list
+      list[#list + 1] = id
+    else
+      local list = adds[op] or {}
+      adds[op] = list
+      list[#list + 1] = first
+      list[#list + 1] = id
+      if op == 1 then  -- the first key is the index of all runs: added when first seen
+        redis.call('EXPIREAT', key, math.floor(tonumber(first) / 1000) + tonumber(ARGV[6]))
+      end
+    end
   end
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', w.feed_max, '*', w.type_field, entry[1], w.data_field, data)
 end
-if #w.outbox > 0 then chunked('HSET', KEYS[6], w.outbox) end
+for op, list in pairs(removes) do
+  chunked('ZREM', ARGV[index_keys + op - 1], nil, list, 1, #list)
+end
+for op, list in pairs(adds) do
+  chunked('ZADD', ARGV[index_keys + op - 1], nil, list, 1, #list)
+  redis.call('SADD', KEYS[8], ARGV[index_keys + op - 1])
+end
+for _ = 1, count() do
+  redis.call('SADD', ARGV[pos + 1], ARGV[pos + 2])
+  redis.call('EXPIRE', ARGV[pos + 1], ARGV[6])
+  pos = pos + 2
+end
+
+-- feed: every history item as an `event` entry, then the runs' entries; notification outbox
+for k = history + 1, history + 2 * nh - 1, 2 do
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', ARGV[7], 'event', ARGV[8], ARGV[k])
+end
+for r = runs, runs + 9 * (nr - 1), 9 do
+  local codes = ARGV[r + 7]
+  for i = 1, #codes do
+    local name = FEED[string.sub(codes, i, i)]
+    local data
+    if name == 'run.failed' then
+      data = '{"run":' .. ARGV[r + 5] .. ',"error":' .. ARGV[r + 8] .. '}'
+    else
+      data = '{"run":' .. ARGV[r + 5] .. '}'
+    end
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', ARGV[7], name, ARGV[8], data)
+  end
+end
+local no = count()
+chunked('HSET', KEYS[6], nil, ARGV, pos + 1, pos + 2 * no)
 return 1
-"""
+""")
 
 # KEYS: history ids, history data, index registry. ARGV: entries to keep.
-TRIM_HISTORY = """
+TRIM_HISTORY = Script("""
 local total = redis.call('ZCARD', KEYS[1])
 local excess = total - tonumber(ARGV[1])
 if excess <= 0 then return 0 end
@@ -150,4 +277,4 @@ while removed < excess do
   removed = removed + #members
 end
 return removed
-"""
+""")

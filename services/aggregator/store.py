@@ -4,15 +4,17 @@
             with their versions, the history size
     fold    (pure) -> one write set
     commit  (one Lua call, atomic) compare-and-set: if none of the events to apply got a marker
-            meanwhile and no touched run changed version, write markers, stats increments,
-            events/s buckets, history + indexes, runs + indexes + children, feed entries and the
-            notification outbox; else write nothing -> read again and re-fold
+            meanwhile and no touched run changed version, acknowledge the entries (XACK) and
+            write markers, stats increments, events/s buckets, history + indexes, runs + indexes
+            + children, feed entries and the notification outbox; else write nothing -> read
+            again and re-fold
 
 This is optimistic concurrency like WATCH/MULTI/EXEC, checked per event id and per run instead of
 per key (a WATCH on a marker set would conflict with every other commit of the partition), in two
-round trips. Everything lives in the partition's slot `{pN}`, so the commit is one atomic script
-even on a cluster. A crash before it leaves nothing; after it, the markers turn a redelivery into
-a no-op.
+round trips. Everything, the events stream included, lives in the partition's slot `{pN}`, so the
+commit is one atomic script even on a cluster. A crash before it leaves nothing (the entries stay
+pending); after it, the entries are acknowledged and the markers turn any redelivery (a client
+re-send, a reclaim that raced the commit) into a no-op.
 
 Dedup markers: 96-bit digests of event ids (base64) in time-bucketed sets (`seen:<bucket>`, bucket =
 dedup window / 6 of wall-clock time at apply), each expiring one window after its bucket closed;
@@ -25,17 +27,19 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import struct
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from services.aggregator import scripts
 from services.aggregator.fold import Prepared, RunChange, WriteSet, fold
 from shared import keys
+from shared.redis import Client
 from shared.settings import Settings
 
 MAX_ATTEMPTS = 50
@@ -67,8 +71,18 @@ def history_cap(settings: Settings) -> int:
     return max(1, math.ceil(settings.history_max / settings.partitions))
 
 
-async def commit(redis: Redis, settings: Settings, partition: int, prepared: Prepared) -> Commit:
+async def commit(
+    redis: Client,
+    settings: Settings,
+    partition: int,
+    prepared: Prepared,
+    acks: Sequence[str] = (),
+) -> Commit:
+    """Apply `prepared` exactly once and acknowledge its entries (plus `acks`, entries with
+    nothing to apply) in the same atomic step."""
     if not prepared.events:
+        if acks:
+            await redis.xack(keys.events_stream(partition), keys.AGGREGATOR_GROUP, *acks)
         return Commit(WriteSet(failed=list(prepared.bad)), 0, 0)
     digests = prepared.digests()
     run_ids = prepared.run_ids()
@@ -80,10 +94,8 @@ async def commit(redis: Redis, settings: Settings, partition: int, prepared: Pre
             redis, partition, bucket_keys, digests, run_ids
         )
         writes = fold(prepared, applied, stored)
-        expected = {keys.run_key(partition, r): versions[r] for r in writes.runs}
-        blob = _write_set(settings, partition, writes, current, (bucket_keys, expected))
-        commit_keys = _commit_keys(partition, current)
-        if await redis.eval(scripts.COMMIT, len(commit_keys), *commit_keys, blob):
+        args = _commit_args(settings, partition, writes, current, bucket_keys, versions, acks)
+        if await scripts.COMMIT(redis, _commit_keys(partition, current), args):
             return Commit(writes, attempt, size + len(writes.history))
         # Someone applied one of these events or changed one of these runs meanwhile.
         await asyncio.sleep(random.uniform(0, 0.001 * (attempt + 1)))
@@ -91,16 +103,13 @@ async def commit(redis: Redis, settings: Settings, partition: int, prepared: Pre
 
 
 async def _read(
-    redis: Redis, partition: int, bucket_keys: list[str], digests: list[str], run_ids: list[str]
+    redis: Client, partition: int, bucket_keys: list[str], digests: list[str], run_ids: list[str]
 ) -> tuple[set[str], dict[str, tuple[dict[str, Any], dict[str, Any]]], dict[str, str], int]:
-    query = {
-        "buckets": bucket_keys,
-        "runs": [keys.run_key(partition, r) for r in run_ids],
-        "digests": digests,
-    }
-    reply = await redis.eval(scripts.LOAD, 1, keys.history_ids(partition), orjson.dumps(query))
+    args: list[Any] = [len(bucket_keys), *bucket_keys, "".join(digests)]
+    args += [keys.run_key(partition, r) for r in run_ids]
+    reply = await scripts.LOAD(redis, (keys.history_ids(partition),), args)
     flags, size, runs = reply[0], int(reply[1]), reply[2:]
-    applied = {d for d, flag in zip(digests, flags, strict=True) if flag == ord("1")}
+    applied = {d for d, flag in zip(digests, flags, strict=True) if flag == 49}  # b"1"
     stored = {}
     versions = {}
     for run_id, facts, view, version in zip(
@@ -123,47 +132,76 @@ def _commit_keys(p: int, bucket: int) -> list[str]:
         keys.outbox_key(p),
         keys.dedup_key(p, bucket),
         keys.runs_indexes(p),
+        keys.events_stream(p),
     ]
 
 
-def _write_set(
-    settings: Settings, p: int, ws: WriteSet, bucket: int, checks: tuple[list[str], dict[str, str]]
-) -> bytes:
-    """The write set as the one JSON object scripts.COMMIT reads (numbers as strings)."""
-    bucket_keys, versions = checks
-    by_index: dict[str, list[str]] = defaultdict(list)
-    ids: list[str] = []
-    data: list[Any] = []
+def _commit_args(
+    settings: Settings,
+    p: int,
+    ws: WriteSet,
+    bucket: int,
+    bucket_keys: list[str],
+    versions: dict[str, str],
+    acks: Sequence[str],
+) -> list[Any]:
+    """The write set as scripts.COMMIT's flat ARGV (see its layout there)."""
+    index_keys, runs = _run_args(p, ws.runs, versions)
+    out: list[Any] = [
+        keys.AGGREGATOR_GROUP,
+        (bucket + 1) * bucket_span(settings) + settings.dedup_window_s,
+        ws.since_ms if ws.since_ms is not None else "",
+        EPS_TTL_S,
+        settings.feed_max,
+        settings.run_retention_s,
+        keys.FEED_TYPE_FIELD,
+        keys.FEED_DATA_FIELD,
+        keys.run_key(p, ""),
+        "".join(ws.markers),
+        len(bucket_keys),
+        *bucket_keys,
+        len(index_keys),
+        *index_keys,
+        len(ws.runs),
+        *runs,
+        len(ws.done) + len(acks),
+        *ws.done,
+        *acks,
+    ]
+    counters = [(f, n) for f, n in ws.stats.items() if n]
+    out.append(len(counters))
+    for pair in counters:
+        out += pair
+    out.append(len(ws.eps))
+    for second, n in ws.eps.items():
+        out += (keys.eps_key(p, second), n)
+    out.append(len(ws.history))
+    by_index: dict[tuple[str, str], list[str]] = defaultdict(list)
     for member, raw, indexes in ws.history:
-        ids += ("0", member)
-        data += (member, raw.decode())
-        for field, value in indexes:
-            by_index[keys.history_index(p, field, value)] += ("0", member)
-    # JSON (cjson in Redis): Redis 6.2's cmsgpack predates MessagePack's str8/bin types. Byte
-    # strings go as text (all UTF-8 JSON, checked by orjson when the event was parsed), numbers
-    # as strings.
-    return orjson.dumps({
-        "type_field": keys.FEED_TYPE_FIELD.decode(),
-        "data_field": keys.FEED_DATA_FIELD.decode(),
-        "buckets": bucket_keys,
-        "markers": ws.markers,
-        "versions": list(versions.items()),
-        "marker_expire": str((bucket + 1) * bucket_span(settings) + settings.dedup_window_s),
-        "counters": [(f, str(n)) for f, n in ws.stats.items() if n],
-        "since": str(ws.since_ms) if ws.since_ms is not None else "",
-        "eps_ttl": str(EPS_TTL_S),
-        "eps": [(keys.eps_key(p, second), str(n)) for second, n in ws.eps.items()],
-        "history_ids": ids,
-        "history_data": data,
-        "indexes": list(by_index.items()),
-        **_run_writes(settings, p, ws.runs),
-        "children_ttl": str(settings.run_retention_s),
-        "children": [(keys.run_children(p, parent), child) for parent, child in ws.children],
-        "feed_max": str(settings.feed_max),
-        # An `event` entry is the history item of the same rank: sent once, as history data.
-        "feed": [(name,) if name == "event" else (name, data.decode()) for name, data in ws.feed],
-        "outbox": [x for o in ws.occurrences for x in (o.dedup_id, orjson.dumps(o.__dict__).decode())],
-    })  # fmt: skip
+        out += (member, raw)
+        for index in indexes:
+            by_index[index].append(member)
+    out.append(len(by_index))
+    for (field, value), members in by_index.items():
+        out += (keys.history_index(p, field, value), len(members))
+        out += members
+    out.append(len(ws.children))
+    for parent, child in ws.children:
+        out += (keys.run_children(p, parent), child)
+    out.append(len(ws.occurrences))
+    for o in ws.occurrences:
+        out += (o.dedup_id, orjson.dumps(o.__dict__))
+    return out
+
+
+FEED_CODES = {
+    "run.created": "c",
+    "run.started": "s",
+    "run.completed": "d",
+    "run.failed": "f",
+    "run.updated": "u",
+}
+REMOVE = 0x8000
 
 
 def _run_index_values(view: dict[str, Any] | None) -> set[tuple[str, str]]:
@@ -172,36 +210,56 @@ def _run_index_values(view: dict[str, Any] | None) -> set[tuple[str, str]]:
     return {(f, str(view[f])) for f in RUN_INDEXED if view.get(f) not in (None, "")}
 
 
-def _run_writes(settings: Settings, p: int, changes: dict[str, RunChange]) -> dict[str, Any]:
-    runs: list[tuple[Any, ...]] = []
-    adds: dict[str, list[str]] = defaultdict(list)
-    removes: dict[str, list[str]] = defaultdict(list)
+def _run_args(
+    p: int, changes: dict[str, RunChange], versions: dict[str, str]
+) -> tuple[list[str], list[Any]]:
+    """(run index keys, the runs section): one record per run, its index moves as positions
+    in the key list (the index of all runs first: a run enters it, and gets its expiry, when
+    first seen or when an earlier event moved its first arrival)."""
+    index_keys = [keys.runs_index(p)]
+    position = {index_keys[0]: 1}
+
+    def at(field: str, value: str) -> int:
+        key = keys.runs_index(p, field, value)
+        found = position.get(key)
+        if found is None:
+            index_keys.append(key)
+            found = position[key] = len(index_keys)
+        return found
+
+    out: list[Any] = []
     for run_id, change in changes.items():
-        first_ms = str(int(change.facts["first_ms"]))
-        expire = str(int(change.facts["first_ms"]) // 1000 + settings.run_retention_s)
-        key = keys.run_key(p, run_id)
-        facts, view = orjson.dumps(change.facts).decode(), change.encoded().decode()
-        runs.append((key, facts, view, str(change.facts["n"]), expire))
-        adds[keys.runs_index(p)] += (first_ms, run_id)
+        first_ms = int(change.facts["first_ms"])
+        moved = change.was_ms != first_ms
         old, new = _run_index_values(change.before), _run_index_values(change.view)
-        for field, value in old - new:
-            removes[keys.runs_index(p, field, value)].append(run_id)
-        for field, value in new:
-            adds[keys.runs_index(p, field, value)] += (first_ms, run_id)
-    return {"runs": runs, "run_removes": list(removes.items()), "run_adds": list(adds.items())}
+        ops = [1] if moved else []
+        ops += [REMOVE | at(f, v) for f, v in old - new]
+        ops += [at(f, v) for f, v in (new if moved else new - old)]
+        codes = "".join(FEED_CODES[name] for name in change.feed)
+        out += (
+            run_id,
+            versions[run_id],
+            change.facts["n"],
+            first_ms,
+            orjson.dumps(change.facts),
+            change.encoded(),
+            struct.pack(f">{len(ops)}H", *ops),
+            codes,
+            change.error() if "f" in codes else "",
+        )
+    return index_keys, out
 
 
-async def trim_history(redis: Redis, settings: Settings, partition: int) -> int:
-    script = redis.register_script(scripts.TRIM_HISTORY)
+async def trim_history(redis: Client, settings: Settings, partition: int) -> int:
     keys_ = [
         keys.history_ids(partition),
         keys.history_data(partition),
         keys.history_indexes(partition),
     ]
-    return int(await script(keys=keys_, args=[history_cap(settings)]))
+    return int(await scripts.TRIM_HISTORY(redis, keys_, [history_cap(settings)]))
 
 
-async def prune_runs(redis: Redis, settings: Settings, partition: int) -> None:
+async def prune_runs(redis: Client, settings: Settings, partition: int) -> None:
     """Drop expired runs from the run indexes (the run hashes expire by themselves)."""
     cutoff = (time.time() - settings.run_retention_s) * 1000
     index_keys = await redis.smembers(keys.runs_indexes(partition))

@@ -1,8 +1,8 @@
 """The ingest service: create_service(ctx) -> Service.
 
 Routes: POST /api/open-wrapper, /api/report, /v1/runs/ingest; POST/GET /api/apps.
-Background tasks: the publisher's flusher (group commit), the backlog sampler (backpressure),
-the registration of LLMWATCH_APPS ids. Ready when Redis answers PING.
+Background tasks: the publisher's flushers (group commit, one per Redis master), the backlog
+sampler (backpressure), the registration of LLMWATCH_APPS ids. Ready when Redis answers PING.
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ import asyncio
 
 from services.ingest import apps
 from services.ingest.backlog import BacklogMonitor
+from services.ingest.deadline import Watchdog
 from services.ingest.metrics import IngestMetrics
 from services.ingest.publisher import Publisher
 from services.ingest.ratelimit import RateLimiter
 from services.ingest.routes import LLMONITOR_PATHS, WATCHER_PATH, Ingest, create_router
+from shared.redis import connect, per_slot_reads
 from shared.service import Context, Service
 
 
@@ -22,8 +24,18 @@ def create_service(ctx: Context) -> Service:
     settings = ctx.settings
     metrics = IngestMetrics(ctx.registry)
     timeout_s, retry_after = settings.publish_timeout_s, settings.retry_after_s
+    watchdog = Watchdog()  # the one timer behind every request's body-read and publish deadline
+    # On a cluster the publisher gets a client of its own: redis-py's cluster pipelines (used
+    # elsewhere) recover from one failed node by closing every node's connections, and the
+    # publisher's in-flight round trips to healthy shards must not be among them.
+    own_client = connect(settings) if per_slot_reads(ctx.redis) else None
     publisher = Publisher(
-        ctx.redis, timeout_s=timeout_s, retry_after_s=retry_after, metrics=metrics
+        own_client or ctx.redis,
+        timeout_s=timeout_s,
+        retry_after_s=retry_after,
+        metrics=metrics,
+        replica_acks=settings.replica_acks,
+        watchdog=watchdog,
     )
     registry = apps.AppRegistry(
         ctx.redis, settings.apps, timeout_s=timeout_s, retry_after_s=retry_after
@@ -45,6 +57,7 @@ def create_service(ctx: Context) -> Service:
         limiter=limiter,
         backlog=backlog,
         metrics=metrics,
+        watchdog=watchdog,
     )
 
     async def flusher() -> None:
@@ -74,6 +87,7 @@ def create_service(ctx: Context) -> Service:
             *(("POST", path, ingest.llmonitor) for path in LLMONITOR_PATHS),
         ],
         tasks=[flusher, backlog_sampler, app_registration],
+        on_shutdown=[own_client.aclose] if own_client is not None else [],
         ready=ready,
         state={"ingest": ingest, "publisher": publisher, "registry": registry, "backlog": backlog},
     )

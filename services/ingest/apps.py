@@ -161,7 +161,13 @@ def create_router(redis: Redis, registry: AppRegistry, settings: Settings) -> AP
     async def create_app(request: Request) -> Response:
         require_admin(request)
         check_content_type(request.headers.get("content-type"))
-        data = parse_json(await read_body(request, 64 * 1024, settings.body_timeout_s))
+        body = await read_body(
+            request.receive,
+            request.headers.get("content-length"),
+            64 * 1024,
+            settings.body_timeout_s,
+        )
+        data = parse_json(body)
         name = data.get("name") if isinstance(data, dict) else None
         if not isinstance(data, dict) or "name" not in data:
             raise Unprocessable("request does not match the schema", errors=[missing("body.name")])

@@ -1,47 +1,70 @@
-"""A cheap per-request timeout for the hot path.
+"""One coarse timer for every deadline of the hot path.
 
-`asyncio.timeout` costs several microseconds per use (a Timeout object, state checks, a timer
-handle); at tens of thousands of requests a second that shows. `Deadline` keeps only the timer:
-`loop.call_later` cancels the task, and leaving the block turns that cancellation into
-`TimeoutError` — the same contract as `asyncio.timeout`.
+A timer per request (`asyncio.timeout`, even a bare `loop.call_later`) costs microseconds that
+show at tens of thousands of requests a second, and nearly every request finishes long before
+its deadline. So each process keeps one `Watchdog`: a request arms it with an object that has a
+`deadline` (monotonic seconds) and an `expire()` method, disarms it when done, and a single
+timer, running only while something is armed, expires what is overdue every `resolution_s`.
+A deadline is therefore honoured up to one resolution late.
 """
 
 from __future__ import annotations
 
 import asyncio
-from types import TracebackType
+import time
+from typing import Protocol
 
 
-class Deadline:
-    __slots__ = ("_seconds", "_task", "_handle", "expired")
+class Expiring(Protocol):
+    deadline: float
 
-    def __init__(self, seconds: float) -> None:
-        self._seconds = seconds
-        self._task: asyncio.Task[object] | None = None
-        self._handle: asyncio.TimerHandle | None = None
+    def expire(self) -> None: ...
+
+
+class Watchdog:
+    __slots__ = ("resolution_s", "_armed", "_timer")
+
+    def __init__(self, resolution_s: float = 0.05) -> None:
+        self.resolution_s = resolution_s
+        self._armed: dict[int, Expiring] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def arm(self, item: Expiring) -> None:
+        self._armed[id(item)] = item
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.resolution_s, self._tick)
+
+    def disarm(self, item: Expiring) -> None:
+        self._armed.pop(id(item), None)
+
+    def __len__(self) -> int:
+        return len(self._armed)
+
+    def _tick(self) -> None:
+        self._timer = None
+        now = time.monotonic()
+        due = [key for key, item in self._armed.items() if item.deadline <= now]
+        for key in due:
+            item = self._armed.pop(key)
+            try:
+                item.expire()
+            except Exception:  # noqa: BLE001 - one item's failure must not strand the others
+                pass
+        if self._armed:
+            self._timer = asyncio.get_running_loop().call_later(self.resolution_s, self._tick)
+
+
+class TaskTimer:
+    """Cancels a task at its deadline (for awaits that cannot be given a deadline otherwise,
+    such as reading a request body); `expired` tells the task why it was cancelled."""
+
+    __slots__ = ("deadline", "task", "expired")
+
+    def __init__(self, task: asyncio.Task[object], deadline: float) -> None:
+        self.deadline = deadline
+        self.task = task
         self.expired = False
 
-    def __enter__(self) -> Deadline:
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("Deadline must be used inside a task")
-        self._task = task
-        self._handle = asyncio.get_running_loop().call_later(self._seconds, self._expire)
-        return self
-
-    def _expire(self) -> None:
+    def expire(self) -> None:
         self.expired = True
-        if self._task is not None:
-            self._task.cancel()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-        if self.expired and exc_type is asyncio.CancelledError and self._task is not None:
-            self._task.uncancel()
-            raise TimeoutError from exc
+        self.task.cancel()

@@ -15,11 +15,13 @@ import orjson
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope
 
 from services.ingest.apps import AppRegistry
 from services.ingest.auth import SIGNATURE_HEADER, bearer, signature_matches, token_matches
 from services.ingest.backlog import BacklogMonitor
 from services.ingest.body import check_content_type, parse_json, read_body
+from services.ingest.deadline import Watchdog
 from services.ingest.llmonitor import event_app, llmonitor_envelope, normalize_llmonitor
 from services.ingest.metrics import IngestMetrics, reason_of
 from services.ingest.normalize import Invalid, Normalized, TooDeep, encode_event, now_timestamp
@@ -51,14 +53,33 @@ WATCHER_PATH = "/api/open-wrapper"
 LLMONITOR_PATHS = ("/v1/runs/ingest", "/api/report")
 JSON = "application/json"
 OK_BODY = b'{"ok":true}'
+OK = Response(OK_BODY, media_type=JSON)  # sent as is by every 200 of the webhook (never mutated)
 
 
-def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+# The request headers the write routes look at (ASGI servers send names lower-cased).
+CONTENT_TYPE, CONTENT_LENGTH, AUTHORIZATION = b"content-type", b"content-length", b"authorization"
+SIGNATURE = SIGNATURE_HEADER.encode()
+WANTED = frozenset({CONTENT_TYPE, CONTENT_LENGTH, AUTHORIZATION, SIGNATURE})
+
+
+def wanted_headers(scope: Scope) -> dict[bytes, str]:
+    """The headers of `WANTED` in one pass, decoded; the first of a repeated one wins (as
+    Starlette's `Headers.get`)."""
+    found: dict[bytes, str] = {}
+    for name, value in scope["headers"]:
+        if name in WANTED and name not in found:
+            found[name] = value.decode("latin-1")
+    return found
+
+
+def client_ip(scope: Scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else "unknown"
 
 
 class Ingest:
-    """The write side's request handling, with its collaborators injected."""
+    """The write side's request handling, with its collaborators injected. The handlers use
+    only the request's ASGI scope and `receive` (no Starlette header or body helpers)."""
 
     def __init__(
         self,
@@ -69,6 +90,7 @@ class Ingest:
         limiter: RateLimiter,
         backlog: BacklogMonitor,
         metrics: IngestMetrics,
+        watchdog: Watchdog,
     ) -> None:
         self.settings = settings
         self.publisher = publisher
@@ -76,39 +98,50 @@ class Ingest:
         self.limiter = limiter
         self.backlog = backlog
         self.metrics = metrics
+        self.watchdog = watchdog
         self.token = settings.secret("ingest_token")
         self.hmac_secret = settings.secret("ingest_hmac_secret")
         self.partitions = settings.partitions
         self.streams = [events_stream(p) for p in range(settings.partitions)]
 
-    async def read(self, request: Request) -> dict[str, Any] | list[Any]:
+    async def read(self, scope: Scope, receive: Receive) -> tuple[Any, dict[bytes, str]]:
         """Checks in order: rate limit per IP (429), bearer token (401), content type (415),
-        size (413, before and while reading), read time (408), HMAC signature (401), JSON (400)."""
-        await self.limiter.check_ip(client_ip(request))
-        headers = request.headers
+        size (413, before and while reading), read time (408), HMAC signature (401), JSON (400).
+        Returns the parsed body and the headers read."""
+        if self.limiter.per_ip:
+            await self.limiter.check_ip(client_ip(scope))
+        headers = wanted_headers(scope)
         if self.token is not None and not token_matches(
-            bearer(headers.get("authorization")), self.token
+            bearer(headers.get(AUTHORIZATION)), self.token
         ):
             raise Unauthorized()
-        check_content_type(headers.get("content-type"))
-        body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_s)
+        check_content_type(headers.get(CONTENT_TYPE))
+        settings = self.settings
+        body = await read_body(
+            receive,
+            headers.get(CONTENT_LENGTH),
+            settings.max_body_bytes,
+            settings.body_timeout_s,
+            self.watchdog,
+        )
         if self.hmac_secret is not None and not signature_matches(
-            body, headers.get(SIGNATURE_HEADER), self.hmac_secret
+            body, headers.get(SIGNATURE), self.hmac_secret
         ):
             raise Unauthorized("missing or wrong X-Signature-256 body signature")
-        return parse_json(body)
+        return parse_json(body), headers
 
     async def webhook(self, request: Request) -> Response:
         """One DashboardEvent, or a batch: all-or-nothing."""
         metrics = self.metrics
-        metrics.in_flight.inc()
+        metrics.in_flight += 1
         count = 1
         try:
-            envelope = webhook_envelope(await self.read(request))
+            envelope = webhook_envelope((await self.read(request.scope, request.receive))[0])
             if isinstance(envelope, Invalid):
                 raise Unprocessable("request does not match the schema", errors=envelope.errors)
             count = len(envelope.events)
-            self._check_batch(count)
+            if count > self.settings.max_batch:
+                self._too_many(count)
             received = now_timestamp()
             accepted: list[Normalized] = []
             errors: list[ErrorDetail] = []
@@ -123,28 +156,28 @@ class Ingest:
                 detail = f"{bad} of {count} events break the schema; nothing was published"
                 raise Unprocessable(detail, errors=errors)
             await self._publish("webhook", accepted)
-            return Response(OK_BODY, media_type=JSON)
+            return OK
         except LlmwatchError as exc:
             metrics.count_rejected("webhook", reason_of(exc), count)
             raise
         finally:
-            metrics.in_flight.dec()
+            metrics.in_flight -= 1
 
     async def llmonitor(self, request: Request) -> Response:
         """LLMonitor/Lunary events: each judged alone (207 when some fail); an unregistered app
         id rejects the whole request (403)."""
         metrics = self.metrics
-        metrics.in_flight.inc()
+        metrics.in_flight += 1
         count = 1
         try:
-            envelope = llmonitor_envelope(await self.read(request))
+            body, headers = await self.read(request.scope, request.receive)
+            envelope = llmonitor_envelope(body)
             if isinstance(envelope, Invalid):
                 raise Unprocessable("request does not match the schema", errors=envelope.errors)
             count = len(envelope.events)
-            self._check_batch(count)
-            bearer_app = (
-                None if self.token is not None else bearer(request.headers.get("authorization"))
-            )
+            if count > self.settings.max_batch:
+                self._too_many(count)
+            bearer_app = None if self.token is not None else bearer(headers.get(AUTHORIZATION))
             results: list[dict[str, Any]] = []
             accepted: list[Normalized] = []
             claimed: dict[str, list[str]] = {}  # app id -> locations that claim it
@@ -178,14 +211,11 @@ class Ingest:
             metrics.count_rejected("llmonitor", reason_of(exc), count)
             raise
         finally:
-            metrics.in_flight.dec()
+            metrics.in_flight -= 1
 
-    def _check_batch(self, count: int) -> None:
-        if count > self.settings.max_batch:
-            limit = self.settings.max_batch
-            raise PayloadTooLarge(
-                f"{count} events in one request; at most {limit} (LLMWATCH_MAX_BATCH)"
-            )
+    def _too_many(self, count: int) -> None:
+        limit = self.settings.max_batch
+        raise PayloadTooLarge(f"{count} events in one request; at most {limit} (LLMWATCH_MAX_BATCH)")
 
     async def _check_apps(self, claimed: dict[str, list[str]]) -> None:
         missing = await self.registry.unregistered(set(claimed))
@@ -203,12 +233,11 @@ class Ingest:
         if not accepted:
             return
         entries: list[Entry] = []
-        used: set[int] = set()
+        streams, partitions = self.streams, self.partitions
+        used: list[int] = []
         for item in accepted:
-            partition = (
-                partition_for(item.routing_key, self.partitions) if self.partitions > 1 else 0
-            )
-            used.add(partition)
+            partition = partition_for(item.routing_key, partitions) if partitions > 1 else 0
+            used.append(partition)
             try:
                 payload = encode_event(item.event)
             except TooDeep as exc:  # refused whole: nothing of the request is published
@@ -217,8 +246,8 @@ class Ingest:
                     f"event {event_id} is {exc}; nothing was published",
                     errors=[ErrorDetail("body", str(exc), event_id)],
                 ) from None
-            entries.append((self.streams[partition], payload))
-        if self.backlog.blocks(used):
+            entries.append((streams[partition], payload))
+        if self.backlog.over and self.backlog.blocks(set(used)):
             exc = Unavailable(
                 "event backlog over its cap (LLMWATCH_STREAM_MAX_BACKLOG); retry later",
                 retry_after=self.settings.retry_after_s,
@@ -226,7 +255,7 @@ class Ingest:
             exc.reason = "backpressure"  # type: ignore[attr-defined]
             raise exc
         await self.publisher.publish(entries)
-        self.metrics.count_accepted(source, len(accepted))
+        self.metrics.accepted[source] += len(accepted)
         for item in accepted:
             if item.undocumented:
                 self.metrics.count_undocumented(source, item.undocumented)

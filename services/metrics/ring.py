@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from shared import keys, system
+from shared.redis import Client
 
 # Flip the flag and announce the flip in one step, so replicas racing on the same change
 # publish it once, and a repeat of the current value publishes nothing.
@@ -25,7 +25,7 @@ return 1
 
 
 async def publish_sample(
-    redis: Redis, sample: dict[str, Any], uptime: float, cpu_cores: int
+    redis: Client, sample: dict[str, Any], uptime: float, cpu_cores: int
 ) -> None:
     async with redis.pipeline(transaction=True) as pipe:
         pipe.xadd(
@@ -46,7 +46,7 @@ async def publish_sample(
         await pipe.execute()
 
 
-async def set_stale(redis: Redis, stale: bool) -> bool:
+async def set_stale(redis: Client, stale: bool) -> bool:
     """Set the flag; True when it flipped (and `config.stale {stale}` went onto the feed)."""
     script = redis.register_script(_FLIP_LUA)
     flipped = await script(

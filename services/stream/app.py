@@ -37,6 +37,12 @@ def create_service(ctx: Context) -> Service:
             reads.create_router(ctx),
             dashboard.create_router(ctx),
         ],
+        # The feeds are plain ASGI (the routers above document them): a FastAPI request's
+        # frames would stay in memory for as long as each stream is open.
+        fast_routes=[
+            ("GET", routes.EVENTS_PATH, gateway.events),
+            ("GET", routes.STREAM_PATH, gateway.stream),
+        ],
         tasks=[feed_reader],
         streaming_paths=routes.FEED_PATHS,
         ready=ready,

@@ -4,8 +4,8 @@
   the DashboardEvent bytes exactly as the aggregator stored them.
 - `/api/stream` (RunWisp): every entry as a named event (`event: run.failed` ...), optionally
   filtered by name with `?events=`.
-Both carry the entry's cursor as `id:`. `ping` and `reset` are control events, sent whatever the
-filter says.
+Both carry a cursor as `id:` (`shared/cursor.py`). `ping` and `reset` are control events, sent
+whatever the filter says.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from enum import Enum
 import orjson
 
 from services.stream import sse
-from shared.cursor import Position, parse_id
+from shared.cursor import StreamId
 
 EVENT = b"event"
 RESET = "reset"
@@ -39,11 +39,27 @@ class Feed(str, Enum):
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One feed-stream entry: where it is in delivery order, its SSE name and JSON payload."""
+    """One feed-stream entry: its stream (index in `keys.feed_streams`), id, SSE name and JSON
+    payload. An empty name marks an entry that is passed over (not one we can send)."""
 
-    pos: Position
+    stream: int
+    id: StreamId
     name: bytes
     data: bytes
+
+
+class Frame:
+    """One entry ready to send, encoded once and shared by every subscriber's queue: `cursor` is
+    the sender's vector after this entry; `named` for `/api/stream`, `unnamed` for `/api/events`
+    (None unless it is an `event`)."""
+
+    __slots__ = ("cursor", "entry", "named", "unnamed")
+
+    def __init__(self, entry: Entry, cursor: str, named: bytes, unnamed: bytes | None) -> None:
+        self.entry = entry
+        self.cursor = cursor
+        self.named = named
+        self.unnamed = unnamed
 
 
 def valid_name(name: str) -> bool:
@@ -63,26 +79,28 @@ def parse_filter(text: str | None) -> frozenset[bytes] | None:
     return frozenset(n.encode() for n in names)
 
 
-def entry(stream: int, raw_id: bytes, fields: dict[bytes, bytes]) -> Entry | None:
-    """A feed-stream entry, or None when it is not one we can send (missing or unsafe name)."""
+def entry(stream: int, sid: StreamId, fields: dict[bytes, bytes]) -> Entry:
+    """A feed-stream entry; one we cannot send (missing or unsafe name) gets an empty name: it
+    is passed over, but a cursor still moves past it."""
     name, data = fields.get(b"t"), fields.get(b"d")
     if name is None or data is None or not valid_name(name.decode("ascii", "replace")):
-        return None
-    ms, seq = parse_id(raw_id)
-    return Entry(Position(ms, seq, stream), name, sse.json_data(data))
+        return Entry(stream, sid, b"", b"")
+    return Entry(stream, sid, name, sse.json_data(data))
 
 
 def wants(feed: Feed, names: frozenset[bytes] | None, name: bytes) -> bool:
+    if not name:
+        return False  # passed over
     if feed is Feed.EVENTS:
         return name == EVENT
     return names is None or name in names
 
 
-def frames(item: Entry, cursor: str) -> tuple[bytes, bytes | None]:
-    """(the `/api/stream` frame, the `/api/events` frame or None), each encoded once."""
+def frames(item: Entry, cursor: str) -> Frame:
+    """The `/api/stream` frame and (for `event` entries) the `/api/events` one, encoded once."""
     named = sse.frame(item.data, event=item.name, id=cursor)
     unnamed = sse.frame(item.data, id=cursor) if item.name == EVENT else None
-    return named, unnamed
+    return Frame(item, cursor, named, unnamed)
 
 
 def frame_for(feed: Feed, item: Entry, cursor: str) -> bytes:

@@ -18,7 +18,6 @@ class StreamMetrics:
     fanout_latency: Histogram
     reader_entries: Counter
     reader_errors: Counter
-    late_entries: Counter
     resets: Counter
 
     @classmethod
@@ -50,13 +49,7 @@ class StreamMetrics:
                 registry=registry,
             ),
             reader_errors=Counter(
-                "llmwatch_sse_reader_errors", "Reader rounds that failed (Redis errors)",
-                registry=registry,
-            ),
-            late_entries=Counter(
-                "llmwatch_sse_late_entries",
-                "Feed entries that arrived below the delivered watermark (explicit ids or a clock "
-                "step back); delivered live, but a resume across them may miss them",
+                "llmwatch_sse_reader_errors", "Feed reads that failed (Redis errors), over every lane",
                 registry=registry,
             ),
             resets=Counter(

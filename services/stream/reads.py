@@ -1,8 +1,10 @@
 """Read APIs over the aggregator's state: history, stats, runs, notifications, dead letters.
 
 None of them scans all events: stats merge each partition's counter hash, history and runs read
-their sorted-set indexes page by page, notifications read the bell's id index. Bad query
-parameters answer 422 problem+json (FastAPI validation, mapped in shared/problems.py).
+their sorted-set indexes page by page, notifications read the bell's id index. Each partition
+is read by its own single-slot commands, sent together (`shared.redis.run_commands` or a plain
+pipeline, which a Redis Cluster splits per shard) and merged here. Bad query parameters answer
+422 problem+json (FastAPI validation, mapped in shared/problems.py).
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
-from redis.asyncio import Redis
 
 from shared import history, keys, notify
 from shared import stats as stats_view
 from shared.access import require_admin, require_read
 from shared.errors import ErrorDetail, NotFound, Unprocessable
+from shared.redis import Client, Command, run_commands
 from shared.service import Context
 
 RUN_STATUSES = {
@@ -158,21 +160,27 @@ def create_router(ctx: Context) -> APIRouter:
     return router
 
 
-async def read_stats(redis: Redis, partitions: int) -> dict[str, Any]:
+async def read_stats(redis: Client, partitions: int) -> dict[str, Any]:
     now = int(time.time())
     seconds = list(range(now - 60, now))  # the last 60 complete seconds
-    async with redis.pipeline(transaction=False) as pipe:
-        for p in range(partitions):
-            pipe.hgetall(keys.stats_key(p))
-            pipe.mget([keys.eps_key(p, s) for s in seconds])
-        replies = await pipe.execute()
+    # Per partition, its counter hash and its last minute's per-second counts (one slot each):
+    # partial aggregates merged here, so the cost grows with partitions, never with events.
+    replies = await run_commands(
+        redis, [c for p in range(partitions) for c in _stats_reads(p, seconds)]
+    )
     counters = stats_view.merge(replies[::2])
     recent = sum(int(v) for counts in replies[1::2] for v in counts if v is not None)
     return stats_view.render(counters, recent)
 
 
+def _stats_reads(partition: int, seconds: list[int]) -> list[Command]:
+    stats_key = keys.stats_key(partition)
+    eps_keys = [keys.eps_key(partition, s) for s in seconds]
+    return [lambda r: r.hgetall(stats_key), lambda r: r.mget(eps_keys)]
+
+
 async def list_runs(
-    redis: Redis, partitions: int, filters: list[tuple[str, str]], limit: int, offset: int
+    redis: Client, partitions: int, filters: list[tuple[str, str]], limit: int, offset: int
 ) -> tuple[list[dict[str, Any]], int]:
     need = offset + limit
     single = len(filters) <= 1
@@ -206,7 +214,7 @@ async def list_runs(
     return [orjson.loads(v) for v in views if v is not None], total
 
 
-async def read_run(redis: Redis, partitions: int, run_id: str) -> dict[str, Any] | None:
+async def read_run(redis: Client, partitions: int, run_id: str) -> dict[str, Any] | None:
     """The run (from its own partition) with `children` (gathered from every partition)."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hget(keys.run_key(keys.partition_for(run_id, partitions), run_id), "v")
@@ -228,7 +236,7 @@ async def read_run(redis: Redis, partitions: int, run_id: str) -> dict[str, Any]
     return run
 
 
-async def read_deadletters(redis: Redis, partitions: int, limit: int) -> list[dict[str, Any]]:
+async def read_deadletters(redis: Client, partitions: int, limit: int) -> list[dict[str, Any]]:
     async with redis.pipeline(transaction=False) as pipe:
         for p in range(partitions):
             pipe.xrevrange(keys.deadletter_stream(p), count=limit)

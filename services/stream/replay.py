@@ -1,9 +1,12 @@
 """Reading the past for one client: the replay after a cursor, and the `?snapshot=N` history.
 
-Replay reads every feed stream with XRANGE from the client's per-stream progress (`after`) up to
-the hub's watermark, a page per stream at a time, and yields entries in canonical order. The
-first page is read in one MULTI with XINFO STREAM of every stream: if entries the client has not
-seen were trimmed away (retention), `Expired` is raised and the client gets `reset` instead.
+Replay reads, per feed stream j, the entries after the client's `after[j]` up to the hub's
+`upto[j]` with XRANGE, a page per stream at a time, and yields them merged by stream id. Streams
+where the client is already at (or past) the hub are not read at all. The first page also reads
+XINFO STREAM of the streams it replays, after their XRANGE: if entries the client has not seen
+were trimmed away (retention), `Expired` is raised and the client gets `reset` instead. (XINFO
+after XRANGE, not in one MULTI, which a cluster refuses across slots: a trim between the two can
+only cause a needless reset, never a silent gap.)
 
 The snapshot reads the N newest history events of every partition together with the last id of
 that partition's feed, in one MULTI per partition: the aggregator writes an event's history row
@@ -13,17 +16,17 @@ neither a gap nor a repeat.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
-
-from redis.asyncio import Redis
 
 from services.stream import feeds
 from services.stream.feeds import Entry
 from shared import cursor, history, keys
-from shared.cursor import Position, StreamId
+from shared.cursor import StreamId
+from shared.redis import Client
 from shared.settings import Settings
 
 PAGE = 500
@@ -54,72 +57,75 @@ def _info_lost(info: Any, start: StreamId, cap: int) -> bool:
 
 
 async def pages(
-    redis: Redis,
+    redis: Client,
     streams: list[str],
-    after: list[StreamId],
-    upto: Position,
+    after: Sequence[StreamId],
+    upto: Sequence[StreamId],
     *,
     check: list[int] | None = None,
     page: int | None = None,
-) -> AsyncIterator[tuple[list[Entry], Position]]:
-    """Entries with after[j] < id on stream j and position <= upto, in order, a page at a time;
-    each page comes with the position it covers up to. `check` (stream caps) turns on the
-    retention check on the first page."""
+) -> AsyncIterator[list[Entry]]:
+    """Entries with after[j] < id <= upto[j] on stream j, merged by id, a page at a time.
+    `check` (stream caps) turns on the retention check on the first page."""
     after = list(after)
     page = page or PAGE
-    while True:
-        async with redis.pipeline(transaction=check is not None) as pipe:
+    todo = [j for j in range(len(streams)) if after[j] < upto[j]]
+    while todo:
+        async with redis.pipeline(transaction=False) as pipe:
+            for j in todo:
+                start = cursor.format_id(cursor.successor(after[j]))
+                pipe.xrange(streams[j], start, cursor.format_id(upto[j]), count=page)
             if check is not None:
-                for name in streams:
-                    pipe.xinfo_stream(name)
-            for j, name in enumerate(streams):
-                start, end = cursor.successor(after[j]), cursor.covered(upto, j)
-                pipe.xrange(name, cursor.format_id(start), cursor.format_id(end), count=page)
+                for j in todo:
+                    pipe.xinfo_stream(streams[j])
             replies = await pipe.execute(raise_on_error=False)
         if check is not None:
-            infos, replies = replies[: len(streams)], replies[len(streams) :]
-            for j, info in enumerate(infos):
+            for j, info in zip(todo, replies[len(todo) :], strict=True):
                 if _info_lost(info, cursor.successor(after[j]), check[j]):
                     raise Expired(streams[j])
             check = None
         entries: list[Entry] = []
-        truncated: list[Position] = []
-        for j, rows in enumerate(replies):
+        last: dict[int, StreamId] = {}  # streams whose page was full: more may follow
+        for j, rows in zip(todo, replies, strict=False):
             if isinstance(rows, Exception):
                 raise rows
-            for raw_id, fields in rows:
-                item = feeds.entry(j, raw_id, fields)
-                if item is not None:
-                    entries.append(item)
+            entries += [feeds.entry(j, cursor.parse_id(raw), fields) for raw, fields in rows]
             if len(rows) >= page:
-                ms, seq = cursor.parse_id(rows[-1][0])
-                truncated.append(Position(ms, seq, j))
-        bound = min([upto, *truncated])
-        entries = sorted((e for e in entries if e.pos <= bound), key=lambda e: e.pos)
-        yield entries, bound
-        if not truncated:
-            return
-        after = cursor.advance(after, bound)
+                last[j] = entries[-1].id
+        # Only up to the lowest id where a full page stopped: that stream may hold entries below
+        # what the others returned. What lies above is read again with the next page.
+        bound = min(last.values()) if last else None
+        if bound is not None:
+            cut = {e.stream for e in entries if e.id > bound}
+            entries = [e for e in entries if e.id <= bound]
+        entries.sort(key=lambda e: e.id)
+        for e in entries:
+            after[e.stream] = e.id
+        yield entries
+        todo = [] if bound is None else sorted(j for j in {*last, *cut} if after[j] < upto[j])
 
 
-async def snapshot(redis: Redis, partitions: int, count: int) -> tuple[list[bytes], list[StreamId]]:
+async def snapshot(
+    redis: Client, partitions: int, count: int
+) -> tuple[list[bytes], list[StreamId]]:
     """The `count` newest history events (oldest first, as stored) and, per partition feed, the
     last id they cover."""
     count = max(0, min(count, SNAPSHOT_MAX))
-    rows: list[list[tuple[tuple[int, int, int], bytes]]] = []
-    covered: list[StreamId] = []
-    for p in range(partitions):
+
+    async def one(p: int) -> tuple[list[tuple[tuple[int, int, int], bytes]], StreamId]:
         async with redis.pipeline(transaction=True) as pipe:
             pipe.zrevrangebylex(keys.history_ids(p), "+", "-", start=0, num=count)
             pipe.xrevrange(keys.feed_stream(p), "+", "-", count=1)
             members, last = await pipe.execute()
-        covered.append(cursor.parse_id(last[0][0]) if last else cursor.NOTHING)
-        if members:
-            data = await redis.hmget(keys.history_data(p), members)
-            rows.append(
-                [((*history.unkey(m), p), raw) for m, raw in zip(members, data, strict=True) if raw]
-            )
-    newest = heapq.merge(*rows, key=lambda row: row[0], reverse=True)
+        covered = cursor.parse_id(last[0][0]) if last else cursor.NOTHING
+        if not members:
+            return [], covered
+        data = await redis.hmget(keys.history_data(p), members)
+        rows = [((*history.unkey(m), p), raw) for m, raw in zip(members, data, strict=True) if raw]
+        return rows, covered
+
+    parts = await asyncio.gather(*(one(p) for p in range(partitions)))
+    newest = heapq.merge(*(rows for rows, _ in parts), key=lambda row: row[0], reverse=True)
     chosen = [raw for _, raw in itertools.islice(newest, count)]
     chosen.reverse()
-    return chosen, covered
+    return chosen, [covered for _, covered in parts]

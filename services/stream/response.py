@@ -1,9 +1,20 @@
 """One SSE connection: the ASGI response that replays, hands over to live and writes frames.
 
-The writer drains the subscriber's queue and writes everything waiting in one chunk, with a send
-timeout. Three things end a stream: the client goes away (`http.disconnect`), the hub drops it
-(queue full) or a write times out — then the socket is aborted, because closing it would wait
-forever for a client that reads nothing to drain the buffer — or the process shuts down.
+The writer runs in the server's own task for the request. Idle, it waits on one future, woken
+by the hub: for frames, a Redis notice, its ping (the hub's ticker) or its client's departure
+(the ticker sees the socket closed; a server that gives no transport gets a listener task for
+`http.disconnect` instead). So an idle client costs little more than the server's own share
+(README, "Fan-out"). The writer takes everything queued and writes it in one chunk, with a
+send timeout. Three things end a stream: the client goes away,
+the hub drops it (queue full) or a write times out — then the socket is aborted, because closing
+it would wait forever for a client that reads nothing to drain the buffer — or the process shuts
+down.
+
+Ids: replayed frames carry the client's running vector; live frames the hub's. A client that
+has seen more than this hub on some stream (it comes from a replica that was further on, or from
+a snapshot) is *ahead*: until the hub passes it there, live entries it already has are skipped
+and its frames get the hub's vector raised to the client's on those streams, so an id never
+moves a stream backwards.
 """
 
 from __future__ import annotations
@@ -12,20 +23,23 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from services.stream import feeds, replay, sse
-from services.stream.feeds import Entry, Feed
-from services.stream.hub import Hub, Subscriber
-from services.stream.metrics import StreamMetrics
+from services.stream.feeds import Feed, Frame
+from services.stream.hub import cancel
+from services.stream.subscriber import Subscriber
 from shared import cursor
 from shared.cursor import StreamId
 from shared.redis import UNAVAILABLE
+
+if TYPE_CHECKING:
+    from services.stream.routes import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +48,15 @@ HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),  # nginx: do not buffer this response
 ]
+PING = {Feed.STREAM: sse.PING, Feed.EVENTS: sse.KEEPALIVE}
+NOTICE = {
+    Feed.STREAM: {False: sse.UNAVAILABLE, True: sse.AVAILABLE},
+    Feed.EVENTS: {False: sse.UNAVAILABLE_COMMENT, True: sse.AVAILABLE_COMMENT},
+}
+PICK = {Feed.STREAM: attrgetter("named"), Feed.EVENTS: attrgetter("unnamed")}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Plan:
     """What to send before the live feed: a replay after `resume` (per-stream progress), a
     `reset` (the cursor cannot be resumed), and/or a history snapshot of N events."""
@@ -47,7 +67,7 @@ class Plan:
 
 
 class _Gone(Exception):
-    """The stream ends here (dropped, timed out or shutting down)."""
+    """The stream ends here (dropped, timed out, left or shutting down)."""
 
 
 def _transport(receive: Receive) -> Any:
@@ -57,74 +77,48 @@ def _transport(receive: Receive) -> Any:
     return transport if callable(getattr(transport, "abort", None)) else None
 
 
-async def _cancel(*tasks: asyncio.Task[None]) -> None:
-    """Cancel and wait, cancelling again while a task runs on. On Python 3.11, redis-py sends
-    every command through `asyncio.wait_for`, which swallows a cancellation that lands as the
-    send completes (CPython gh-86296): the writer would then carry on into its live loop and hold
-    the stream, its task and its per-IP slot forever (tests/e2e/test_faults_sse.py)."""
-    while pending := [task for task in tasks if not task.done()]:
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending, timeout=0.05)
-    await asyncio.gather(*tasks, return_exceptions=True)  # all done: marks exceptions retrieved
-
-
 class SseResponse(Response):
     media_type = "text/event-stream"
 
-    def __init__(
-        self,
-        hub: Hub,
-        metrics: StreamMetrics,
-        sub: Subscriber,
-        plan: Plan,
-        *,
-        ping_s: Callable[[], float],
-        send_timeout_s: Callable[[], float],
-        on_close: Callable[[], None],
-    ) -> None:
-        super().__init__(status_code=200)
-        self.hub, self.metrics, self.sub, self.plan = hub, metrics, sub, plan
-        self.ping_s, self.send_timeout_s, self.on_close = ping_s, send_timeout_s, on_close
-        self.after: list[StreamId] | None = None
-        self._sent = metrics.events_sent.labels(sub.feed.value)
-        self._ping = sse.PING if sub.feed is Feed.STREAM else sse.KEEPALIVE
-        self._notice = (
-            {False: sse.UNAVAILABLE, True: sse.AVAILABLE}
-            if sub.feed is Feed.STREAM
-            else {False: sse.UNAVAILABLE_COMMENT, True: sse.AVAILABLE_COMMENT}
-        )
+    def __init__(self, gateway: Gateway, sub: Subscriber, plan: Plan) -> None:
+        # Not Response.__init__: nothing is rendered, `__call__` sends the headers itself.
+        self.status_code = 200
+        self.background = None
+        self.gateway, self.sub, self.plan = gateway, sub, plan
+
+    @property
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:  # type: ignore[override]
+        return list(HEADERS)  # what FastAPI may add to it is not sent: `__call__` sends HEADERS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        open_gauge = self.metrics.streams_open.labels(self.sub.feed.value)
+        gateway, sub = self.gateway, self.sub
+        open_gauge = gateway.metrics.streams_open.labels(sub.feed.value)
         open_gauge.inc()
-        transport = _transport(receive)
+        sub.transport = transport = _transport(receive)
+        # The hub's ticker sees a closed transport; a server without one needs a listener task.
+        listener = asyncio.create_task(self._listen(receive)) if transport is None else None
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-            writer = asyncio.create_task(self._write(send))
-            listener = asyncio.create_task(self._listen(receive))
-            try:
-                await asyncio.wait({writer, listener}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                await _cancel(writer, listener)
-            exc = writer.exception() if writer.done() and not writer.cancelled() else None
-            if isinstance(exc, UNAVAILABLE):
-                log.warning("SSE stream ended: Redis unavailable (%s)", exc)
-            elif exc is not None and not isinstance(exc, _Gone):
-                log.error("SSE writer failed", exc_info=exc)
+            await self._write(send)
+        except _Gone:
+            pass
+        except UNAVAILABLE as exc:
+            log.warning("SSE stream ended: Redis unavailable (%s)", exc)
+        except Exception:
+            log.exception("SSE writer failed")
         finally:
-            self.hub.unsubscribe(self.sub)
+            if listener is not None:
+                await cancel(listener)
+            gateway.hub.unsubscribe(sub)
             open_gauge.dec()
-            self.on_close()
-        reason = self.sub.dropped
+            gateway.limits.release(sub.ip)
+        reason = sub.dropped
         if reason in ("slow", "timeout"):
-            self.metrics.clients_dropped.labels(reason).inc()
+            gateway.metrics.clients_dropped.labels(reason).inc()
             if transport is not None:
                 transport.abort()
                 await asyncio.sleep(0)  # let the server see the connection lost before we return
-        elif listener.done() and not listener.cancelled():
-            pass  # the client left
-        else:
+        elif reason != "left":
             # shutting down, or Redis failed mid-replay: end the response properly; the client
             # reconnects with its cursor
             with contextlib.suppress(Exception):
@@ -133,145 +127,155 @@ class SseResponse(Response):
     async def _listen(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
+        self.sub.drop("left")
 
     async def _send(self, send: Send, chunk: bytes) -> None:
         try:
-            async with asyncio.timeout(self.send_timeout_s()):
+            async with asyncio.timeout(self.gateway.settings.sse_send_timeout_s):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except TimeoutError:
             self.sub.drop("timeout")
             raise _Gone from None
+        if self.sub.gone():
+            self.sub.drop("left")
+        if self.sub.dropped is not None:
+            raise _Gone(self.sub.dropped)
+
+    def _sent(self, count: int) -> None:
+        self.gateway.metrics.events_sent.labels(self.sub.feed.value).inc(count)
 
     async def _write(self, send: Send) -> None:
-        if self.plan.resume is None and not self._wants_snapshot:
+        plan, hub = self.plan, self.gateway.hub
+        ping = PING[self.sub.feed]
+        if plan.resume is None and not self._wants_snapshot:
             # Subscribed before the first byte: a client that has seen the connect ping misses
             # nothing published after it.
-            start = self.hub.subscribe(self.sub)
-            await self._send(send, self._ping)
-            if self.plan.reset is not None:
-                await self._reset(send, self.plan.reset, start)
-        else:
-            await self._send(send, self._ping)
-            await self._prelude(send)
-        await self._live(send)
+            start = hub.subscribe(self.sub)
+            await self._send(send, ping)
+            if plan.reset is not None:
+                await self._reset(send, plan.reset, start)
+            await self._live(send, None)
+            return
+        await self._send(send, ping)
+        await self._live(send, await self._prelude(send))
 
     @property
     def _wants_snapshot(self) -> bool:
         return self.plan.snapshot > 0 and self.sub.feed is Feed.EVENTS
 
-    async def _reset(self, send: Send, reason: str, start: cursor.Position | None) -> None:
-        self.metrics.resets.labels(reason).inc()
-        text = self.hub.cursor_text(start) if start is not None else None
+    async def _reset(self, send: Send, reason: str, start: list[StreamId] | None) -> None:
+        self.gateway.metrics.resets.labels(reason).inc()
+        text = self.gateway.hub.cursor_text(start) if start is not None else None
         await self._send(send, feeds.reset_frame(reason, text))
 
     # --- before live ----------------------------------------------------------------------------
-    async def _prelude(self, send: Send) -> None:
+    async def _prelude(self, send: Send) -> dict[int, StreamId] | None:
+        """Replay (or reset, or snapshot) and subscribe; the streams the client is ahead on."""
         reset = self.plan.reset
         if self.plan.resume is not None:
             try:
-                await self._catch_up(send, list(self.plan.resume), check=True)
-                return
+                return await self._catch_up(send, list(self.plan.resume), check=True)
             except replay.Expired:
                 reset = "expired"
         if not self._wants_snapshot:
-            await self._reset(send, reset or "expired", self.hub.subscribe(self.sub))
-            return
+            await self._reset(send, reset or "expired", self.gateway.hub.subscribe(self.sub))
+            return None
         if reset is not None:
             await self._reset(send, reset, None)  # the snapshot's replay sets the ids
-        await self._snapshot(send)
+        return await self._snapshot(send)
 
-    async def _snapshot(self, send: Send) -> None:
-        events, covered = await replay.snapshot(
-            self.hub.redis, self.hub.partitions, self.plan.snapshot
-        )
+    async def _snapshot(self, send: Send) -> dict[int, StreamId] | None:
+        hub = self.gateway.hub
+        events, covered = await replay.snapshot(hub.redis, hub.partitions, self.plan.snapshot)
         if events:
             await self._send(send, b"".join(sse.frame(sse.json_data(raw)) for raw in events))
-            self._sent.inc(len(events))
-        start = self.hub.delivered
-        assert start is not None
-        after = covered + [
-            cursor.covered(start, j) for j in range(len(covered), len(self.hub.streams))
-        ]
-        await self._catch_up(send, after, check=False)
+            self._sent(len(events))
+        after = covered + hub.vector()[len(covered) :]  # notifications, system: from now on
+        return await self._catch_up(send, after, check=False)
 
-    async def _catch_up(self, send: Send, after: list[StreamId], *, check: bool) -> None:
-        """Replay from Redis until close to the hub's watermark, subscribe, replay the rest."""
-        caps = replay.caps(self.hub.settings) if check else None
-        while True:
-            upto = self.hub.delivered
-            assert upto is not None
-            read = await self._replay(send, after, upto, caps)
+    async def _catch_up(
+        self, send: Send, after: list[StreamId], *, check: bool
+    ) -> dict[int, StreamId] | None:
+        """Replay from Redis until close to the hub, subscribe, replay the rest."""
+        hub = self.gateway.hub
+        running = hub.encoder(after)
+        caps = replay.caps(hub.settings) if check else None
+        while await self._replay(send, running, hub.vector(), caps) >= replay.PAGE:
             caps = None
-            if read < replay.PAGE:
-                break
-        upto = self.hub.subscribe(self.sub)
-        await self._replay(send, after, upto, None)
-        self.after = after
+        upto = hub.subscribe(self.sub)
+        await self._replay(send, running, upto, None)
+        return cursor.ahead(running.vector, upto) or None
 
     async def _replay(
-        self, send: Send, after: list[StreamId], upto: cursor.Position, caps: list[int] | None
+        self, send: Send, running: cursor.Encoder, upto: list[StreamId], caps: list[int] | None
     ) -> int:
         read = 0
-        async for entries, bound in replay.pages(
-            self.hub.redis, self.hub.streams, after, upto, check=caps
-        ):
+        sub, hub = self.sub, self.gateway.hub
+        async for entries in replay.pages(hub.redis, hub.streams, running.vector, upto, check=caps):
             read += len(entries)
-            chunk = [
-                self._frame(e)
-                for e in entries
-                if feeds.wants(self.sub.feed, self.sub.names, e.name)
-            ]
+            chunk = []
+            for entry in entries:
+                running.advance(entry.stream, entry.id)
+                if feeds.wants(sub.feed, sub.names, entry.name):
+                    chunk.append(feeds.frame_for(sub.feed, entry, running.text()))
             if chunk:
                 await self._send(send, b"".join(chunk))
-                self._sent.inc(len(chunk))
-            after[:] = cursor.advance(after, bound)
+                self._sent(len(chunk))
         return read
 
-    def _frame(self, item: Entry) -> bytes:
-        return feeds.frame_for(self.sub.feed, item, self.hub.cursor_text(item.pos))
-
     # --- live -----------------------------------------------------------------------------------
-    async def _live(self, send: Send) -> None:
-        sub, frames = self.sub, self.sub.frames
-        after = self.after
-        horizon = cursor.horizon(after) if after is not None else None
+    async def _live(self, send: Send, ahead: dict[int, StreamId] | None) -> None:
+        sub, hub, settings = self.sub, self.gateway.hub, self.gateway.settings
+        pick, notice, ping = PICK[sub.feed], NOTICE[sub.feed], PING[sub.feed]
         loop = asyncio.get_running_loop()
-        next_ping = loop.time() + self.ping_s()
+        sub.next_ping = loop.time() + settings.sse_ping_s  # the hub's ticker wakes us then
         told = True  # the Redis state the client last heard of (a stream starts "available")
         while True:
             if sub.dropped is not None:
                 raise _Gone(sub.dropped)
-            if not frames:
-                sub.wake.clear()
-                wait = next_ping - loop.time()
-                if wait > 0:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(wait):
-                            await sub.wake.wait()
-                if sub.dropped is not None:
-                    raise _Gone(sub.dropped)
+            if sub.frames is None and hub.available is told and loop.time() < sub.next_ping:
+                waiter = sub.waiter = loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    sub.waiter = None
+                continue
+            frames = sub.take()
             parts: list[bytes] = []
-            if self.hub.available is not told:
-                told = self.hub.available
-                parts.append(self._notice[told])
-            if loop.time() >= next_ping:
-                parts.append(self._ping)
-                next_ping = loop.time() + self.ping_s()
-            oldest_ms = 0
-            count = 0
-            while frames:
-                pos, data = frames.popleft()
-                if horizon is not None:
-                    if pos > horizon:
-                        horizon = after = None
-                    elif after is not None and cursor.is_seen(after, pos):
-                        continue  # this replica is behind the one the client came from
-                if not oldest_ms:
-                    oldest_ms = pos.ms
-                parts.append(data)
-                count += 1
-            if parts:
-                await self._send(send, b"".join(parts))
-            if count:
-                self._sent.inc(count)
-                self.metrics.fanout_latency.observe(max(0.0, time.time() - oldest_ms / 1000))
+            if hub.available is not told:
+                told = hub.available
+                parts.append(notice[told])
+            if loop.time() >= sub.next_ping:
+                parts.append(ping)
+                sub.next_ping = loop.time() + settings.sse_ping_s
+            data = (
+                (self._past(frames, ahead) if ahead else list(map(pick, frames))) if frames else []
+            )
+            if parts or data:
+                await self._send(send, b"".join(parts + data))
+            if data:
+                assert frames is not None
+                self._sent(len(data))
+                oldest_ms = frames[0].entry.id[0]
+                self.gateway.metrics.fanout_latency.observe(
+                    max(0.0, time.time() - oldest_ms / 1000)
+                )
+
+    def _past(self, frames: list[Frame], ahead: dict[int, StreamId]) -> list[bytes]:
+        """Frames for a client ahead of this hub on some streams (emptied as the hub passes)."""
+        pick, out = PICK[self.sub.feed], []
+        for frame in frames:
+            entry = frame.entry
+            seen = ahead.get(entry.stream)
+            if seen is not None and entry.id <= seen:
+                continue  # it has this one already
+            if ahead:
+                hub_vector = cursor.decode(frame.cursor).vector
+                for j in [j for j, sid in ahead.items() if hub_vector[j] >= sid]:
+                    del ahead[j]
+            if not ahead:
+                out.append(pick(frame))
+                continue
+            text = self.gateway.hub.cursor_text(cursor.merged(hub_vector, ahead))
+            out.append(feeds.frame_for(self.sub.feed, entry, text))
+        return out

@@ -1,4 +1,12 @@
-"""The two live feeds: `GET /api/events` (LLM Watcher) and `GET /api/stream` (RunWisp)."""
+"""The two live feeds: `GET /api/events` (LLM Watcher) and `GET /api/stream` (RunWisp).
+
+Both are fast routes (`shared/fastpath.py`): served as plain ASGI, past FastAPI's routing,
+dependency injection and middleware, whose frames would otherwise stay alive (and in memory)
+for as long as each stream is open. The FastAPI routes below document them (and answer HEAD);
+the query is checked by hand the same way: a bad value is 422 problem+json. A cursor is never
+refused: one this gateway cannot resume (garbage, too long, another layout) gets `reset`, so an
+EventSource that reconnects with it (`?lastEventId=`) is not stuck on an error.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +14,61 @@ import asyncio
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Query, Request
+from starlette.datastructures import QueryParams
 from starlette.responses import Response
 
 from services.stream import feeds
 from services.stream.feeds import Feed
-from services.stream.hub import Hub, Subscriber
+from services.stream.hub import Hub
 from services.stream.limits import StreamLimits
 from services.stream.metrics import StreamMetrics
 from services.stream.replay import SNAPSHOT_MAX
 from services.stream.response import Plan, SseResponse
+from services.stream.subscriber import Subscriber
 from shared import cursor
 from shared.access import require_read
 from shared.errors import ErrorDetail, TooManyRequests, Unavailable, Unprocessable
 from shared.settings import Settings
 
-FEED_PATHS = frozenset({"/api/events", "/api/stream"})
+EVENTS_PATH, STREAM_PATH = "/api/events", "/api/stream"
+FEED_PATHS = frozenset({EVENTS_PATH, STREAM_PATH})
 START_WAIT_S = 5.0  # a request arriving while the reader connects waits this long, then 503
+MAX_FILTER_TEXT = 2000
+
+
+def _text(query: QueryParams, name: str, limit: int) -> str | None:
+    value = query.get(name)
+    if value is not None and len(value) > limit:
+        raise Unprocessable(
+            "request does not match the schema",
+            errors=[ErrorDetail(f"query.{name}", f"at most {limit} characters", value[:200])],
+        )
+    return value
+
+
+def _snapshot(query: QueryParams) -> int:
+    value = query.get("snapshot")
+    if value is None:
+        return 0
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise Unprocessable(
+            "request does not match the schema",
+            errors=[ErrorDetail("query.snapshot", "a whole number >= 0", value[:200])],
+        )
+    return min(count, SNAPSHOT_MAX)
+
+
+def _filter(events: str | None) -> frozenset[bytes] | None:
+    try:
+        return feeds.parse_filter(events)
+    except ValueError as exc:
+        raise Unprocessable(
+            "invalid event filter", errors=[ErrorDetail("query.events", str(exc), events)]
+        ) from None
 
 
 @dataclass
@@ -42,7 +89,19 @@ class Gateway:
             return Plan(reset="layout", snapshot=snapshot)
         if parsed.epoch != self.hub.epoch:
             return Plan(reset="epoch", snapshot=snapshot)
-        return Plan(resume=cursor.vector(parsed.position, len(self.hub.streams)))
+        return Plan(resume=list(parsed.vector))
+
+    async def events(self, request: Request) -> Response:
+        """`GET /api/events` as a fast route."""
+        query = request.query_params
+        snapshot = _snapshot(query)
+        return await self.open(request, Feed.EVENTS, None, snapshot, query.get("lastEventId"))
+
+    async def stream(self, request: Request) -> Response:
+        """`GET /api/stream` as a fast route."""
+        query = request.query_params
+        names = _filter(_text(query, "events", MAX_FILTER_TEXT))
+        return await self.open(request, Feed.STREAM, names, 0, query.get("lastEventId"))
 
     async def open(
         self, request: Request, feed: Feed, names: frozenset[bytes] | None, snapshot: int,
@@ -69,20 +128,15 @@ class Gateway:
             raise TooManyRequests(
                 f"too many live streams for {what}", retry_after=settings.retry_after_s
             )
-        sub = Subscriber(feed, names, ip, settings.sse_queue_frames)
-        return SseResponse(
-            self.hub, self.metrics, sub, plan,
-            ping_s=lambda: settings.sse_ping_s,
-            send_timeout_s=lambda: settings.sse_send_timeout_s,
-            on_close=lambda: self.limits.release(ip),
-        )  # fmt: skip
+        return SseResponse(self, Subscriber(feed, names, ip, settings.sse_queue_frames), plan)
 
 
 def create_router(gateway: Gateway) -> APIRouter:
     router = APIRouter(tags=["live feeds"])
+    cursor_max = cursor.max_text(gateway.settings.partitions)  # the longest this layout issues
 
     @router.get(
-        "/api/events",  # in FEED_PATHS
+        EVENTS_PATH,
         summary="LLM Watcher live feed (SSE): one unnamed data message per event",
         response_class=Response,
     )
@@ -91,30 +145,24 @@ def create_router(gateway: Gateway) -> APIRouter:
         snapshot: int = Query(
             0, ge=0, description=f"first send the N newest history events (max {SNAPSHOT_MAX})"
         ),
-        last_event_id: str | None = Query(None, alias="lastEventId", max_length=200),
+        last_event_id: str | None = Query(None, alias="lastEventId", max_length=cursor_max),
     ) -> Response:
         return await gateway.open(
             request, Feed.EVENTS, None, min(snapshot, SNAPSHOT_MAX), last_event_id
         )
 
     @router.get(
-        "/api/stream",  # in FEED_PATHS
+        STREAM_PATH,
         summary="RunWisp live feed (SSE): named events, optional ?events= filter",
         response_class=Response,
     )
     async def stream(
         request: Request,
         events: str | None = Query(
-            None, description="comma-separated event names to receive", max_length=2000
+            None, description="comma-separated event names to receive", max_length=MAX_FILTER_TEXT
         ),
-        last_event_id: str | None = Query(None, alias="lastEventId", max_length=200),
+        last_event_id: str | None = Query(None, alias="lastEventId", max_length=cursor_max),
     ) -> Response:
-        try:
-            names = feeds.parse_filter(events)
-        except ValueError as exc:
-            raise Unprocessable(
-                "invalid event filter", errors=[ErrorDetail("query.events", str(exc), events)]
-            ) from None
-        return await gateway.open(request, Feed.STREAM, names, 0, last_event_id)
+        return await gateway.open(request, Feed.STREAM, _filter(events), 0, last_event_id)
 
     return router

@@ -16,10 +16,10 @@ import pytest
 from tests.conftest import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
-GROUPS = "ingest,aggregator,sse"
+GROUPS = "ingest,aggregator,sse,shards"
 MEASURED = {"met", "missed", "reported"}
 EXPECTED = {"ingest_single", "ingest_batch", "ingest_rss", "aggregator", "sse_latency",
-            "sse_fanout", "gateway_rss_per_client"}  # fmt: skip
+            "sse_fanout", "gateway_rss_per_client", "shards_ingest", "shards_aggregator"}  # fmt: skip
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -64,9 +64,12 @@ def test_every_figure_was_measured_with_positive_numbers(smoke: tuple[dict, str]
 
 def test_side_by_side_figures_carry_their_reference(smoke: tuple[dict, str]) -> None:
     figures = smoke[0]["figures"]
-    for name in ("ingest_single", "ingest_batch", "aggregator"):
+    for name in ("ingest_single", "ingest_batch", "aggregator", "shards_ingest", "shards_aggregator"):
         assert figures[name]["reference"] > 0, name
         assert figures[name]["reference_name"], name
+    for name in ("shards_ingest", "shards_aggregator"):  # 1 Redis and the cluster, CPU of each
+        shares = figures[name]["details"]["rounds"][0]["cluster"]["cpu_share"]
+        assert sum(k.startswith("redis-") for k in shares) == 3, shares
     latency = figures["sse_latency"]["details"]
     assert latency["expected_deliveries"] > 0
     assert latency["deliveries"] > 0
@@ -79,5 +82,5 @@ def test_markdown_holds_the_table_and_the_hardware(smoke: tuple[dict, str]) -> N
     assert "| figure | llmwatch | reference, same run | ratio | target | verdict |" in markdown
     assert "logical cores (nproc)" in markdown
     assert "## How to reproduce" in markdown
-    for title in ("ingest, single-event POSTs", "aggregator events/s", "SSE fan-out"):
+    for title in ("ingest, single-event POSTs", "aggregator events/s", "SSE fan-out", "shards:"):
         assert title in markdown

@@ -15,7 +15,7 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 from redis.asyncio import Redis
 
 from services.targets import FACTORIES
-from shared import keys
+from shared import cursor, keys
 from shared.metrics import new_registry
 from shared.redis import connect
 from shared.service import Context, build_app
@@ -88,3 +88,27 @@ async def feed(client: httpx.AsyncClient, path: str, **kw: Any) -> AsyncIterator
     async with aconnect_sse(client, "GET", path, **kw) as source:
         source.response.raise_for_status()
         yield Feed(source)
+
+
+def vector_of(received: Received) -> cursor.Vector:
+    return cursor.decode(received.id).vector
+
+
+def assert_ids_move_forward(got: list[Received], start: str | None = None) -> None:
+    """Along one connection every id moves some stream forward and none backwards."""
+    previous = cursor.decode(start).vector if start else None
+    for r in got:
+        vector = vector_of(r)
+        if previous is not None:
+            assert vector != previous and all(
+                a <= b for a, b in zip(previous, vector, strict=True)
+            ), (previous, vector)
+        previous = vector
+
+
+async def assert_nothing_more(stream: Feed, redis: Redis, mark: int = 0) -> None:
+    """Nothing was left to come: the next message is an entry written now."""
+    payload = {"sentinel": mark}
+    await add(redis, keys.SYSTEM_FEED, "system", payload)
+    nxt = await stream.next()
+    assert (nxt.event, orjson.loads(nxt.data)) == ("system", payload)

@@ -20,7 +20,7 @@ from services.stream.reads import read_run, read_stats
 from shared import history, keys, notify
 from shared.redis import connect
 from shared.settings import Settings
-from tests.aggregator_support import consumer, llmonitor, publish, webhook
+from tests.aggregator_support import consumer, llmonitor, publish, routing_key, webhook
 
 pytestmark = [pytest.mark.integration, pytest.mark.both_redis]
 
@@ -68,28 +68,44 @@ async def test_client_resend_with_same_id_counts_once(
     assert worker.metrics.duplicates._value.get() == 20
 
 
-async def test_crash_between_commit_and_ack_does_not_double_count(
+async def pending(redis: Redis, settings: Settings) -> int:
+    total = 0
+    for p in range(settings.partitions):
+        info = await redis.xpending(keys.events_stream(p), keys.AGGREGATOR_GROUP)
+        total += int(info["pending"])
+    return total
+
+
+async def test_crash_after_commit_before_the_bell_raises_once_and_counts_once(
     redis: Redis, make_settings: Callable[..., Settings]
 ) -> None:
     settings = make_settings(claim_idle_ms=100)
     events = [*batch(30), webhook("error", "failed", command="ask", metadata={"error": "boom"})]
     await publish(redis, settings, events)
     crashed = consumer(redis, settings, name="crashed")
-    await crashed.ensure_groups()
-    delivered = await crashed._read(None)
-    entries = [(sid, raw) for sid, raw, _ in delivered[0] if raw is not None]
-    await store.commit(redis, settings, 0, prepare(entries))  # applied... then the process dies
-    assert (await redis.xpending(keys.events_stream(0), keys.AGGREGATOR_GROUP))["pending"] == 31
+    delivered = await crashed.take()
+    assert await pending(redis, settings) == 31
+    for partition, taken in delivered.items():
+        entries = [(sid, raw) for sid, raw, _ in taken if raw is not None]
+        await store.commit(redis, settings, partition, prepare(entries))
+        # A replica that reclaimed the same entries meanwhile commits nothing more.
+        again = await store.commit(redis, settings, partition, prepare(entries))
+        assert again.writes.applied == 0 and again.writes.duplicates == len(entries)
+    # ... then the process dies: the commit acknowledged the entries with the state, and left
+    # the notification in its partition's outbox.
+    assert await pending(redis, settings) == 0
+    outboxes = [await redis.hlen(keys.outbox_key(p)) for p in range(settings.partitions)]
+    assert sum(outboxes) == 1
 
     survivor = consumer(redis, settings, name="survivor")
     await survivor.drain()
-    assert (await read_stats(redis, 1))["total"] == 31
-    assert len(await history_ids(redis, 1)) == 31
-    assert (await redis.xpending(keys.events_stream(0), keys.AGGREGATOR_GROUP))["pending"] == 0
-    # The notification left in the outbox by the crashed commit is raised once.
+    assert (await read_stats(redis, settings.partitions))["total"] == 31
+    assert len(await history_ids(redis, settings.partitions)) == 31
     rows, _ = await notify.list_rows(redis, 10, None)
     assert [(r["title"], r["count"]) for r in rows] == [("ask failed", 1)]
-    assert await redis.hlen(keys.outbox_key(0)) == 0
+    assert [await redis.hlen(keys.outbox_key(p)) for p in range(settings.partitions)] == [0] * len(
+        outboxes
+    )
 
 
 async def test_abandoned_pending_entries_are_reclaimed_and_applied_once(
@@ -98,8 +114,7 @@ async def test_abandoned_pending_entries_are_reclaimed_and_applied_once(
     settings = make_settings(claim_idle_ms=100, partitions=2)
     await publish(redis, settings, batch(40))
     dead = consumer(redis, settings, name="dead")
-    await dead.ensure_groups()
-    taken = await dead._read(None)  # delivered, never applied nor acked
+    taken = await dead.take()  # delivered, never applied nor acked
     assert sum(len(v) for v in taken.values()) == 40
     await publish(redis, settings, batch(10))
     survivor = consumer(redis, settings, name="survivor")
@@ -120,7 +135,7 @@ async def test_poison_entry_is_dead_lettered_after_max_deliveries(
     await publish(redis, settings, batch(5))
     worker = consumer(redis, settings)
     await worker.drain()
-    assert (await read_stats(redis, 1))["total"] == 10  # the others were never blocked
+    assert (await read_stats(redis, settings.partitions))["total"] == 10  # never blocked
     letters = await redis.xrange(keys.deadletter_stream(0))
     assert len(letters) == 1
     fields = letters[0][1]
@@ -136,7 +151,7 @@ async def test_poison_entry_is_dead_lettered_after_max_deliveries(
     assert len(feed) == 1
     rows, _ = await notify.list_rows(redis, 10, None)
     assert [r["kind"] for r in rows] == ["deadletter"]
-    assert (await redis.xpending(keys.events_stream(0), keys.AGGREGATOR_GROUP))["pending"] == 0
+    assert await pending(redis, settings) == 0
 
 
 async def test_replicas_side_by_side_apply_each_event_once(
@@ -167,29 +182,34 @@ async def test_replicas_side_by_side_apply_each_event_once(
 async def test_history_is_trimmed_to_its_cap(
     redis: Redis, make_settings: Callable[..., Settings]
 ) -> None:
-    settings = make_settings(history_max=100, consumer_batch=40)
-    events = batch(300)
-    await publish(redis, settings, events)
+    settings = make_settings(history_max=100 * make_settings().partitions, consumer_batch=40)
+    cap = store.history_cap(settings)
+    events = batch(300 * settings.partitions)
+    ids = await publish(redis, settings, events)
     await consumer(redis, settings).drain()
-    kept = await history_ids(redis, 1)
-    assert 100 <= len(kept) <= 140  # trimmed once it passes the cap by 5 %
-    assert kept == [e["id"] for e in reversed(events)][: len(kept)]  # the newest are kept
-    for index in await redis.smembers(keys.history_indexes(0)):
-        assert await redis.zcard(index) <= len(kept)
+    for p in range(settings.partitions):
+        published = [history.key(i) for i, e in zip(ids, events, strict=True)
+                     if keys.partition_for(routing_key(e), settings.partitions) == p]  # fmt: skip
+        kept = [m.decode() for m in await redis.zrange(keys.history_ids(p), 0, -1)]
+        assert min(len(published), cap) <= len(kept) <= cap * 1.05 + 40  # trimmed past 5 %
+        assert kept == sorted(published)[-len(kept) :]  # the newest are kept
+        for index in await redis.smembers(keys.history_indexes(p)):
+            assert await redis.zcard(index) <= len(kept)
 
 
 async def test_events_stream_is_trimmed_below_what_the_group_needs(
     redis: Redis, make_settings: Callable[..., Settings]
 ) -> None:
     settings = make_settings()
-    await publish(redis, settings, batch(200))
+    await publish(redis, settings, batch(300 * settings.partitions))
     worker = consumer(redis, settings)
     await worker.drain()
     await worker.maintenance()
-    assert await redis.xlen(keys.events_stream(0)) <= 101  # approximate trim: whole nodes of 100
+    for p in range(settings.partitions):  # approximate trim: whole nodes of 100
+        assert await redis.xlen(keys.events_stream(p)) <= 101
     await publish(redis, settings, batch(3))
     await worker.drain()
-    assert (await read_stats(redis, 1))["total"] == 203
+    assert (await read_stats(redis, settings.partitions))["total"] == 300 * settings.partitions + 3
 
 
 # --- out-of-order runs, on a real Redis ----------------------------------------------------

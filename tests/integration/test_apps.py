@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 from redis.asyncio import Redis
 
+from services import cli
 from services.ingest import apps
 from services.targets import create_app
 from shared.settings import Settings
@@ -104,3 +105,13 @@ async def test_admin_token_guards_both_routes(make_settings: Callable[..., Setti
         ok = {"authorization": "Bearer adm"}
         assert (await client.post("/api/apps", json={"name": "a"}, headers=ok)).status_code == 201
         assert len((await client.get("/api/apps", headers=ok)).json()["items"]) == 1
+
+
+def test_cli_apps_add_and_list(clean_redis: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # `llmwatch apps add|list` on the URL given: a single Redis or `redis+cluster://`.
+    assert cli.main(["apps", "add", "cli-app", "--redis-url", clean_redis]) == 0
+    app_id = capsys.readouterr().out.strip()
+    assert uuid.UUID(app_id)
+    assert cli.main(["apps", "list", "--redis-url", clean_redis]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.split("\t")[:2] == [app_id, "cli-app"]

@@ -1,5 +1,7 @@
-"""The write routes against a real Redis: every seed sample lands, every error row of
-CONTRACT §1 answers as documented, and a refused request publishes nothing."""
+"""The write routes against a real Redis (single and cluster): every seed sample lands, every
+error row of CONTRACT §1 answers as documented, and a refused request publishes nothing.
+What was published is read back from every partition's stream: events land in the partition of
+their run or session, so only events of one run/session have an order to check."""
 
 from __future__ import annotations
 
@@ -7,17 +9,18 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from redis.asyncio import Redis
 
 from services.ingest.auth import sign
 from services.ingest.llmonitor import event_id
 from services.targets import create_app
 from shared.keys import EVENT_FIELD, events_stream, partition_for
+from shared.redis import Client
 from shared.samples import LLMONITOR_PATHS, WATCHER_PATH, all_samples, llmonitor_samples
 from shared.settings import Settings
 from tests.helpers import app_client
@@ -42,15 +45,29 @@ async def client(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.
         yield c
 
 
-async def stored(redis: Redis, partitions: int = 1) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    for p in range(partitions):
-        events += [orjson.loads(f[EVENT_FIELD]) for _, f in await redis.xrange(events_stream(p))]
-    return events
+@dataclass
+class Streams:
+    """The event streams of `partitions` partitions, read back."""
+
+    redis: Client
+    partitions: int
+
+    async def events(self) -> list[dict[str, Any]]:
+        """Every stored event, partition by partition (stream order within each)."""
+        events: list[dict[str, Any]] = []
+        for p in range(self.partitions):
+            entries = await self.redis.xrange(events_stream(p))
+            events += [orjson.loads(fields[EVENT_FIELD]) for _, fields in entries]
+        return events
+
+    async def total(self) -> int:
+        return sum([await self.redis.xlen(events_stream(p)) for p in range(self.partitions)])
 
 
-async def total(redis: Redis, partitions: int = 1) -> int:
-    return sum([await redis.xlen(events_stream(p)) for p in range(partitions)])
+@pytest.fixture
+def streams(redis: Client, settings: Settings) -> Streams:
+    """The streams of the partition count every `make_settings()` here gets by default."""
+    return Streams(redis, settings.partitions)
 
 
 def problem(
@@ -92,7 +109,7 @@ def count_events(body: Any) -> int:
 
 
 async def test_every_seed_sample_lands_with_source_overwritten(
-    client: httpx.AsyncClient, redis: Redis
+    client: httpx.AsyncClient, streams: Streams
 ) -> None:
     expected = 0
     for path, body in all_samples(APP_ID):
@@ -103,7 +120,7 @@ async def test_every_seed_sample_lands_with_source_overwritten(
         else:
             assert all(r["success"] for r in response.json()["results"])
         expected += count_events(body)
-    events = await stored(redis)
+    events = await streams.events()
     assert len(events) == expected
     llmonitor = [e for e in events if e["source"] == "llmonitor"]
     assert len(llmonitor) == sum(count_events(b) for _, b in llmonitor_samples(APP_ID))
@@ -112,7 +129,7 @@ async def test_every_seed_sample_lands_with_source_overwritten(
 
 
 async def test_source_is_overwritten_and_loose_variants_are_accepted(
-    client: httpx.AsyncClient, redis: Redis
+    client: httpx.AsyncClient, streams: Streams
 ) -> None:
     session = str(uuid.uuid4())
     bodies = [
@@ -154,20 +171,30 @@ async def test_source_is_overwritten_and_loose_variants_are_accepted(
     ]
     for body in bodies:
         assert (await client.post(WATCHER_PATH, json=body)).status_code == 200
-    events = await stored(redis)
-    assert [e["status"] for e in events] == ["start", "running", "completed", "completed", "failed"]
+    events = await streams.events()
+    assert len(events) == 5
     assert {e["source"] for e in events} == {"webhook"}
-    assert all(e["metadata"]["session_id"] == session for e in events[:4])
-    assert events[1]["metadata"]["tokens_so_far"] == 32
-    assert events[2]["metadata"] == {"tokens": 64, "session_id": session, "duration_ms": 850}
-    assert events[4]["id"] == "fixed-id" and events[4]["timestamp"] == "2026-01-01T00:00:00.000Z"
     assert all(e["timestamp"].endswith("Z") for e in events)
+    # the session's events share a partition, in the order they were sent
+    ours = [e for e in events if e["metadata"].get("session_id") == session]
+    assert [e["status"] for e in ours] == ["start", "running", "completed", "completed"]
+    assert ours[1]["metadata"]["tokens_so_far"] == 32
+    assert ours[2]["metadata"] == {"tokens": 64, "session_id": session, "duration_ms": 850}
+    [fixed] = [e for e in events if e["id"] == "fixed-id"]
+    assert (fixed["status"], fixed["timestamp"]) == ("failed", "2026-01-01T00:00:00.000Z")
 
 
-async def test_batch_is_published_in_order(client: httpx.AsyncClient, redis: Redis) -> None:
-    batch = {"batch": True, "events": [event(command=f"c{i}") for i in range(50)]}
+async def test_batch_is_published_in_order(client: httpx.AsyncClient, streams: Streams) -> None:
+    # five sessions, interleaved: each lands in its partition in the order of the batch
+    sessions = [f"order-{i}" for i in range(5)]
+    events = [event(command=f"c{i}", session_id=sessions[i % 5]) for i in range(50)]
+    batch = {"batch": True, "events": events}
     assert (await client.post(WATCHER_PATH, json=batch)).json() == {"ok": True}
-    assert [e["command"] for e in await stored(redis)] == [f"c{i}" for i in range(50)]
+    stored = await streams.events()
+    assert len(stored) == 50
+    for session in sessions:
+        sent = [e["command"] for e in events if e["session_id"] == session]
+        assert [e["command"] for e in stored if e["metadata"]["session_id"] == session] == sent
 
 
 # --- every error row of CONTRACT §1 -----------------------------------------------------------
@@ -198,13 +225,13 @@ BAD_BATCH = {
     ],
 )
 async def test_webhook_error_rows(
-    client: httpx.AsyncClient, redis: Redis, content: bytes, status: int, locations: list[str]
+    client: httpx.AsyncClient, streams: Streams, content: bytes, status: int, locations: list[str]
 ) -> None:
     response = await client.post(
         WATCHER_PATH, content=content, headers={"content-type": "application/json"}
     )
     problem(response, status, locations)
-    assert await total(redis) == 0  # all-or-nothing: nothing from a refused request
+    assert await streams.total() == 0  # all-or-nothing: nothing from a refused request
 
 
 @pytest.mark.parametrize("path", LLMONITOR_PATHS)
@@ -214,18 +241,18 @@ async def test_webhook_error_rows(
 )
 async def test_llmonitor_error_rows(
     client: httpx.AsyncClient,
-    redis: Redis,
+    streams: Streams,
     path: str,
     content: bytes,
     status: int,
     locations: list[str],
 ) -> None:
     problem(await client.post(path, content=content), status, locations)
-    assert await total(redis) == 0
+    assert await streams.total() == 0
 
 
 async def test_415_when_the_content_type_is_not_json(
-    client: httpx.AsyncClient, redis: Redis
+    client: httpx.AsyncClient, streams: Streams
 ) -> None:
     for path in (WATCHER_PATH, *LLMONITOR_PATHS):
         for content_type in ("text/plain", "application/x-www-form-urlencoded"):
@@ -241,11 +268,11 @@ async def test_415_when_the_content_type_is_not_json(
         headers={"content-type": "application/vnd.x+json; charset=utf-8"},
     )
     assert response.status_code == 200
-    assert await total(redis) == 2
+    assert await streams.total() == 2
 
 
 async def test_413_body_and_batch_limits(
-    make_settings: Callable[..., Settings], redis: Redis
+    make_settings: Callable[..., Settings], streams: Streams
 ) -> None:
     async with ingest(make_settings(max_body_bytes=2048, max_batch=3, apps=[APP_ID])) as client:
         big = event(metadata={"blob": "x" * 3000})
@@ -256,10 +283,12 @@ async def test_413_body_and_batch_limits(
         assert (
             await client.post(WATCHER_PATH, json={**batch, "events": batch["events"][:3]})
         ).status_code == 200
-    assert await total(redis) == 3
+    assert await streams.total() == 3
 
 
-async def test_401_ingest_token(make_settings: Callable[..., Settings], redis: Redis) -> None:
+async def test_401_ingest_token(
+    make_settings: Callable[..., Settings], streams: Streams
+) -> None:
     async with ingest(make_settings(ingest_token="s3cret", apps=[APP_ID])) as client:
         for path, body in [(WATCHER_PATH, event()), (LLMONITOR_PATHS[0], [run_event()])]:
             response = problem(await client.post(path, json=body), 401)
@@ -277,10 +306,12 @@ async def test_401_ingest_token(make_settings: Callable[..., Settings], redis: R
         )
         assert response.status_code == 207
         assert response.json()["results"][0]["error"] == "body[0].app: field required"
-    assert await total(redis) == 2
+    assert await streams.total() == 2
 
 
-async def test_401_hmac_signature(make_settings: Callable[..., Settings], redis: Redis) -> None:
+async def test_401_hmac_signature(
+    make_settings: Callable[..., Settings], streams: Streams
+) -> None:
     async with ingest(make_settings(ingest_hmac_secret="k3y")) as client:
         body = orjson.dumps(event())
         problem(await client.post(WATCHER_PATH, content=body), 401)
@@ -288,11 +319,11 @@ async def test_401_hmac_signature(make_settings: Callable[..., Settings], redis:
         problem(await client.post(WATCHER_PATH, content=body, headers=bad), 401)
         good = {"x-signature-256": sign(body, "k3y")}
         assert (await client.post(WATCHER_PATH, content=body, headers=good)).status_code == 200
-    assert await total(redis) == 1
+    assert await streams.total() == 1
 
 
 async def test_403_unregistered_app_rejects_the_whole_request(
-    client: httpx.AsyncClient, redis: Redis
+    client: httpx.AsyncClient, streams: Streams
 ) -> None:
     body = {"events": [run_event(), run_event(app="stranger"), run_event(timestamp="bad")]}
     for path in LLMONITOR_PATHS:
@@ -304,11 +335,11 @@ async def test_403_unregistered_app_rejects_the_whole_request(
             path, json=[run_event(app=None)], headers={"authorization": "Bearer who"}
         )
         problem(response, 403, ["header.Authorization"])
-    assert await total(redis) == 0
+    assert await streams.total() == 0
 
 
 async def test_207_publishes_the_valid_events_and_lists_the_others(
-    client: httpx.AsyncClient, redis: Redis
+    client: httpx.AsyncClient, streams: Streams
 ) -> None:
     good1, good2 = run_event(), run_event(event="end", name=None)
     body = {"events": [good1, run_event(timestamp="later"), good2, "junk", run_event(runId=None)]}
@@ -325,13 +356,16 @@ async def test_207_publishes_the_valid_events_and_lists_the_others(
         {"id": None, "success": False, "error": "body.events[3]: expected an object, got string"},
         {"id": None, "success": False, "error": "body.events[4].runId: field required"},
     ]
-    events = await stored(redis)
-    assert [e["metadata"]["runId"] for e in events] == [good1["runId"], good2["runId"]]
-    assert events[1]["command"] == "llm" and events[1]["status"] == "completed"
+    events = {e["metadata"]["runId"]: e for e in await streams.events()}
+    assert set(events) == {good1["runId"], good2["runId"]}
+    assert (events[good2["runId"]]["command"], events[good2["runId"]]["status"]) == (
+        "llm",
+        "completed",
+    )
 
 
 async def test_llmonitor_app_from_bearer_and_single_object_forms(
-    client: httpx.AsyncClient, redis: Redis
+    client: httpx.AsyncClient, streams: Streams
 ) -> None:
     bearer = {"authorization": f"Bearer {APP_ID}"}
     one = run_event(app=None)
@@ -339,20 +373,22 @@ async def test_llmonitor_app_from_bearer_and_single_object_forms(
     assert response.json() == {"results": [{"id": one["runId"], "success": True}]}
     response = await client.post("/api/report", json=run_event(), headers=bearer)
     assert response.status_code == 200
-    events = await stored(redis)
+    events = await streams.events()
     assert [e["metadata"]["app"] for e in events] == [APP_ID, APP_ID]
 
 
-async def test_resent_llmonitor_event_keeps_its_id(client: httpx.AsyncClient, redis: Redis) -> None:
+async def test_resent_llmonitor_event_keeps_its_id(
+    client: httpx.AsyncClient, streams: Streams
+) -> None:
     raw = run_event(timestamp="2026-01-01T00:00:00Z")
     await client.post("/v1/runs/ingest", json=[raw])
     await client.post("/api/report", json=[{**raw, "timestamp": 1767225600000}])
-    ids = [e["id"] for e in await stored(redis)]
+    ids = [e["id"] for e in await streams.events()]
     assert ids == [event_id(raw["runId"], "start", "2026-01-01T00:00:00.000Z")] * 2
 
 
 async def test_429_rate_limit_per_ip_and_per_app(
-    make_settings: Callable[..., Settings], redis: Redis
+    make_settings: Callable[..., Settings], streams: Streams
 ) -> None:
     # limit 1/s: 4 quick requests cannot all fall into different one-second windows
     async with ingest(make_settings(rate_limit_per_ip=1, apps=[APP_ID])) as client:
@@ -361,7 +397,7 @@ async def test_429_rate_limit_per_ip_and_per_app(
     assert limited and all(r.status_code in (200, 429) for r in answers)
     problem(limited[0], 429)
     assert int(limited[0].headers["retry-after"]) >= 1
-    assert await total(redis) == 4 - len(limited)
+    assert await streams.total() == 4 - len(limited)
 
     async with ingest(make_settings(rate_limit_per_app=1, apps=[APP_ID])) as client:
         answers = [await client.post(LLMONITOR_PATHS[0], json=[run_event()]) for _ in range(4)]
@@ -370,14 +406,16 @@ async def test_429_rate_limit_per_ip_and_per_app(
 
 
 async def test_503_backpressure_when_the_backlog_is_over_its_cap(
-    make_settings: Callable[..., Settings], redis: Redis
+    make_settings: Callable[..., Settings], redis: Client, streams: Streams
 ) -> None:
+    settings = make_settings(stream_max_backlog=2)
+    full = partition_for("held-up", settings.partitions)  # the partition of this session
     for _ in range(3):
-        await redis.xadd(events_stream(0), {EVENT_FIELD: b"{}"})
-    async with ingest(make_settings(stream_max_backlog=2)) as client:
+        await redis.xadd(events_stream(full), {EVENT_FIELD: b"{}"})
+    async with ingest(settings) as client:
         backlog = client.app.state.services["ingest"].state["backlog"]  # type: ignore[attr-defined]
         await backlog.refresh()  # what the sampler does every second
-        response = await client.post(WATCHER_PATH, json=event())
+        response = await client.post(WATCHER_PATH, json=event(session_id="held-up"))
         problem(response, 503)
         assert response.headers["retry-after"] == "1"
         metrics = (await client.get("/metrics")).text
@@ -385,11 +423,16 @@ async def test_503_backpressure_when_the_backlog_is_over_its_cap(
             'llmwatch_ingest_events_rejected_total{reason="backpressure",source="webhook"} 1.0'
             in metrics
         )
-    assert await total(redis) == 3
+        # only that partition is held up: a session elsewhere (if there is an elsewhere) goes on
+        others = [f"s{i}" for i in range(50) if partition_for(f"s{i}", settings.partitions) != full]
+        for session in others[:1]:
+            response = await client.post(WATCHER_PATH, json=event(session_id=session))
+            assert response.status_code == 200
+    assert await streams.total() == 3 + min(1, len(others))
 
 
 async def test_partitions_follow_the_run_or_session(
-    make_settings: Callable[..., Settings], redis: Redis
+    make_settings: Callable[..., Settings], redis: Client
 ) -> None:
     partitions = 4
     async with ingest(make_settings(partitions=partitions, apps=[APP_ID])) as client:
@@ -403,23 +446,25 @@ async def test_partitions_follow_the_run_or_session(
             e = orjson.loads(fields[EVENT_FIELD])
             key = e["metadata"].get("session_id") or e["metadata"].get("runId")
             assert partition_for(key, partitions) == p
-    assert await total(redis, partitions) == 24
+    assert await Streams(redis, partitions).total() == 24
 
 
-async def test_many_concurrent_posts_all_land(client: httpx.AsyncClient, redis: Redis) -> None:
+async def test_many_concurrent_posts_all_land(
+    client: httpx.AsyncClient, streams: Streams
+) -> None:
     singles = [client.post(WATCHER_PATH, json=event(command=f"c{i}")) for i in range(150)]
     batches = [client.post(WATCHER_PATH, json=[event() for _ in range(10)]) for _ in range(20)]
     runs = [client.post(LLMONITOR_PATHS[i % 2], json=[run_event()]) for i in range(30)]
     answers = await asyncio.gather(*singles, *batches, *runs)
     assert {r.status_code for r in answers} == {200}
-    assert await total(redis) == 150 + 200 + 30
+    assert await streams.total() == 150 + 200 + 30
 
 
 async def test_undocumented_values_are_kept_and_counted(
-    client: httpx.AsyncClient, redis: Redis
+    client: httpx.AsyncClient, streams: Streams
 ) -> None:
     await client.post(WATCHER_PATH, json=event(event_type="tool_call", status="Paused"))
-    [stored_event] = await stored(redis)
+    [stored_event] = await streams.events()
     assert (stored_event["event_type"], stored_event["status"]) == ("tool_call", "Paused")
     metrics = (await client.get("/metrics")).text
     assert (
@@ -442,7 +487,7 @@ async def test_readyz_pings_redis(client: httpx.AsyncClient) -> None:
 
 
 async def test_fast_routes_keep_metrics_cors_and_405(
-    make_settings: Callable[..., Settings], redis: Redis
+    make_settings: Callable[..., Settings], streams: Streams
 ) -> None:
     settings = make_settings(cors_origins=["https://app.example"])
     async with ingest(settings) as client:
@@ -455,4 +500,4 @@ async def test_fast_routes_keep_metrics_cors_and_405(
         metrics = (await client.get("/metrics")).text
     label = 'method="POST",route="/api/open-wrapper",status="200"'
     assert f"llmwatch_http_request_duration_seconds_count{{{label}}} 1.0" in metrics
-    assert await total(redis) == 1
+    assert await streams.total() == 1

@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from services.metrics import ring
-from shared import keys
+from shared import keys, system
 from shared.settings import Settings, load_settings
 from tests.integration.sse_support import feed, serve, until
 
@@ -67,7 +67,34 @@ async def test_system_routes_before_the_first_sample(settings: Settings) -> None
         current = (await client.get("/api/system")).json()
         assert current["sample"] is None and current["cpu_cores"] >= 1
         info = (await client.get("/api/info")).json()
-        assert info["config_stale"] is False and info["partitions"] == 1 and info["version"]
+        assert info["config_stale"] is False and info["version"]
+        assert info["partitions"] == settings.partitions
+
+
+async def test_sampler_ticks_fill_the_ring(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    settings = make_settings(sample_interval_s=0.02)
+    async with serve(settings, "metrics") as (_, app):
+        sampler = app.state.services["metrics"].state["sampler"]
+        await until(lambda: sampler.metrics.samples._value.get() >= 3)
+    assert sampler.metrics.errors._value.get() == 0  # no tick failed (ring, flag, pressure)
+    items = await system.history(redis)
+    assert len(items) >= 3 and [s["ts"] for s in items] == sorted(s["ts"] for s in items)
+    latest = await system.latest(redis)
+    assert latest is not None and latest["sample"] == items[-1] and latest["cpu_cores"] >= 1
+
+
+async def test_stale_flag_flips_once_per_change(redis: Redis) -> None:
+    assert await ring.set_stale(redis, True) is True
+    assert await ring.set_stale(redis, True) is False  # a repeat announces nothing
+    assert await system.config_stale(redis) is True
+    assert await ring.set_stale(redis, False) is True
+    entries = await redis.xrange(keys.SYSTEM_FEED)
+    assert [(f[b"t"], orjson.loads(f[b"d"])) for _, f in entries] == [
+        (b"config.stale", {"stale": True}),
+        (b"config.stale", {"stale": False}),
+    ]
 
 
 async def test_config_stale_flips_and_reload_applies(

@@ -1,17 +1,19 @@
-"""The group-commit publisher on a real Redis: shared round trips, all-or-nothing per request,
-timeouts that drop what was not sent, and Redis errors that become 503s."""
+"""The group-commit publisher on a real Redis (single and cluster): shared round trips, a
+request never split across round trips, timeouts that drop what was not sent, Redis errors and
+missing replica acknowledgements that become 503s."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import RedisCluster
 
 from services.ingest.publisher import Entry, Publisher
 from shared.errors import Unavailable
 from shared.keys import EVENT_FIELD, events_stream
-from shared.redis import connect
+from shared.redis import Client, connect
 from shared.redis_server import free_port
 from shared.settings import Settings
 
@@ -24,16 +26,31 @@ def entries(n: int, tag: str = "e", stream: str = STREAM) -> list[Entry]:
     return [(stream, f'{{"id":"{tag}{i}"}}'.encode()) for i in range(n)]
 
 
-async def queued(*calls: asyncio.Task[None]) -> None:
-    """Let the publish() tasks run up to their await: they are then in the queue."""
-    for _ in calls:
-        await asyncio.sleep(0)
+async def queued(publisher: Publisher, count: int) -> None:
+    """Wait until the publish() calls queued `count` entries (on a cluster, the first call reads
+    the slot table before it can queue)."""
+    for _ in range(2000):
+        if publisher.queued >= count:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"{publisher.queued} of {count} entries queued")
 
 
-async def test_concurrent_requests_share_one_round_trip(redis: Redis) -> None:
+async def server_stats(redis: Client, command: str) -> int:
+    """Calls of `command` on every master (INFO commandstats)."""
+    if isinstance(redis, RedisCluster):
+        nodes = RedisCluster.PRIMARIES
+        replies: Any = await redis.info("commandstats", target_nodes=nodes)
+        infos = list(replies.values())
+    else:
+        infos = [await redis.info("commandstats")]
+    return sum(int(info.get(f"cmdstat_{command}", {}).get("calls", 0)) for info in infos)
+
+
+async def test_concurrent_requests_share_one_round_trip(redis: Client) -> None:
     publisher = Publisher(redis, timeout_s=5)
     tasks = [asyncio.create_task(publisher.publish(entries(n, tag=f"r{n}-"))) for n in (1, 3, 5)]
-    await queued(*tasks)
+    await queued(publisher, 9)
     assert await publisher.flush_once() == 9  # one pipeline for all three requests
     await asyncio.gather(*tasks)
     assert await publisher.flush_once() == 0
@@ -41,10 +58,12 @@ async def test_concurrent_requests_share_one_round_trip(redis: Redis) -> None:
     assert len(ids) == 9 and ids[:2] == [b'{"id":"r1-0"}', b'{"id":"r3-0"}']
 
 
-async def test_a_request_is_never_split_across_round_trips(redis: Redis) -> None:
+async def test_a_request_is_never_split_across_round_trips(redis: Client) -> None:
     publisher = Publisher(redis, timeout_s=5, max_entries=4)
-    tasks = [asyncio.create_task(publisher.publish(entries(n))) for n in (6, 1, 2, 3)]
-    await queued(*tasks)
+    tasks = []
+    for n in (6, 1, 2, 3):  # one at a time, so that the queue keeps this order
+        tasks.append(asyncio.create_task(publisher.publish(entries(n))))
+        await queued(publisher, publisher.queued + n)
     assert await publisher.flush_once() == 6  # over the cap alone: sent whole
     assert await publisher.flush_once() == 3  # 1 + 2; the next 3 would pass the cap
     assert await publisher.flush_once() == 3
@@ -52,7 +71,7 @@ async def test_a_request_is_never_split_across_round_trips(redis: Redis) -> None
     assert await redis.xlen(STREAM) == 12
 
 
-async def test_a_timed_out_request_is_dropped_before_it_is_sent(redis: Redis) -> None:
+async def test_a_timed_out_request_is_dropped_before_it_is_sent(redis: Client) -> None:
     publisher = Publisher(redis, timeout_s=0.05)  # no flusher running: nothing is acknowledged
     with pytest.raises(Unavailable) as info:
         await publisher.publish(entries(2))
@@ -61,12 +80,12 @@ async def test_a_timed_out_request_is_dropped_before_it_is_sent(redis: Redis) ->
     assert await redis.xlen(STREAM) == 0
 
 
-async def test_a_refused_command_fails_only_its_own_request(redis: Redis) -> None:
+async def test_a_refused_command_fails_only_its_own_request(redis: Client) -> None:
     await redis.set("not-a-stream", "x")
     publisher = Publisher(redis, timeout_s=5)
     good = asyncio.create_task(publisher.publish(entries(2)))
     bad = asyncio.create_task(publisher.publish([*entries(1, "b"), ("not-a-stream", b"{}")]))
-    await queued(good, bad)
+    await queued(publisher, 4)
     assert await publisher.flush_once() == 4
     await good
     with pytest.raises(Unavailable):
@@ -90,7 +109,7 @@ async def test_unreachable_redis_is_a_prompt_503(tmp_path) -> None:
         await client.aclose()
 
 
-async def test_run_drains_the_queue_then_stops(redis: Redis) -> None:
+async def test_run_drains_the_queue_then_stops(redis: Client) -> None:
     publisher = Publisher(redis, timeout_s=5)
     stopping = asyncio.Event()
     flusher = asyncio.create_task(publisher.run(stopping))
@@ -98,3 +117,48 @@ async def test_run_drains_the_queue_then_stops(redis: Redis) -> None:
     stopping.set()
     await asyncio.wait_for(flusher, 5)
     assert await redis.xlen(STREAM) == 100
+
+
+async def test_a_request_over_every_partition_lands_in_each_stream(
+    redis: Client, settings: Settings
+) -> None:
+    streams = [events_stream(p) for p in range(settings.partitions)]
+    request = [(stream, b'{"n":%d}' % i) for i, stream in enumerate(streams * 3)]
+    publisher = Publisher(redis, timeout_s=5)
+    stopping = asyncio.Event()
+    flusher = asyncio.create_task(publisher.run(stopping))
+    try:
+        await publisher.publish(request)
+    finally:
+        stopping.set()
+        await flusher
+    for i, stream in enumerate(streams):  # each stream holds its entries, in request order
+        got = [f[EVENT_FIELD] for _, f in await redis.xrange(stream)]
+        assert got == [b'{"n":%d}' % n for n in (i, i + len(streams), i + 2 * len(streams))]
+
+
+async def test_replica_acks_wait_for_replicas_and_503_when_there_are_none(
+    redis: Client,
+) -> None:
+    await (
+        redis.config_resetstat(target_nodes=RedisCluster.PRIMARIES)
+        if isinstance(redis, RedisCluster)
+        else redis.config_resetstat()
+    )
+    stopping = asyncio.Event()
+    plain = Publisher(redis, timeout_s=5)  # the default: no WAIT at all
+    waiting = Publisher(redis, timeout_s=1, replica_acks=1)
+    flushers = [asyncio.create_task(p.run(stopping)) for p in (plain, waiting)]
+    try:
+        await plain.publish(entries(2, "plain"))
+        assert await server_stats(redis, "wait") == 0
+        # the test servers have no replica: WAIT 1 answers 0 at its timeout, a prompt 503
+        with pytest.raises(Unavailable) as info:
+            await asyncio.wait_for(waiting.publish(entries(1, "waited")), 3)
+        assert "replica" in info.value.detail and info.value.headers["Retry-After"] == "1"
+        assert await server_stats(redis, "wait") == 1
+    finally:
+        stopping.set()
+        await asyncio.gather(*flushers)
+    # the master has it, unconfirmed: the client's retry (same event id) is counted once
+    assert await redis.xlen(STREAM) == 3

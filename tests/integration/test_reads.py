@@ -8,11 +8,12 @@ from typing import Any
 
 import httpx
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from services.stream import reads
 from shared import keys
 from shared.metrics import new_registry
+from shared.redis import Client, per_slot_reads
 from shared.service import Context, Service, build_app
 from shared.settings import Settings
 from tests.aggregator_support import consumer, llmonitor, publish, routing_key, webhook
@@ -97,7 +98,8 @@ async def seeded(
     await consumer(redis, settings).drain()
     for event, stream_id in zip(events, stream_ids, strict=True):
         ms, seq = stream_id.split("-")
-        event["_order"] = (int(ms), int(seq), keys.partition_for(routing_key(event), 3))
+        partition = keys.partition_for(routing_key(event), settings.partitions)
+        event["_order"] = (int(ms), int(seq), partition)
     return redis, settings, events
 
 
@@ -214,7 +216,8 @@ async def test_deadletter_needs_the_admin_token(
     redis: Redis, make_settings: Callable[..., Settings]
 ) -> None:
     settings = make_settings(admin_token="s3cret", claim_idle_ms=100, max_deliveries=2)
-    await redis.xadd(keys.events_stream(0), {keys.EVENT_FIELD: b"[1, 2]"})
+    partition = settings.partitions - 1  # any partition: the last one, whatever their count
+    await redis.xadd(keys.events_stream(partition), {keys.EVENT_FIELD: b"[1, 2]"})
     await consumer(redis, settings).drain()
     async with client(redis, settings) as http:
         denied = await http.get("/api/deadletter")
@@ -228,5 +231,84 @@ async def test_deadletter_needs_the_admin_token(
             await http.get("/api/deadletter", headers={"Authorization": "Bearer s3cret"})
         ).json()
     (letter,) = body["items"]
-    assert letter["deliveries"] == 2 and letter["event"] == [1, 2] and letter["partition"] == 0
+    assert letter["deliveries"] == 2 and letter["event"] == [1, 2]
+    assert letter["partition"] == partition
     assert "not a DashboardEvent" in letter["error"]
+
+
+def spread_ids(prefix: str, partitions: int) -> list[str]:
+    """One run id per partition (`prefix-<n>`), in partition order."""
+    found: dict[int, str] = {}
+    n = 0
+    while len(found) < partitions:
+        found.setdefault(keys.partition_for(f"{prefix}-{n}", partitions), f"{prefix}-{n}")
+        n += 1
+    return [found[p] for p in range(partitions)]
+
+
+def shards_of(redis: Client, partitions: list[int]) -> set[str]:
+    """The cluster nodes holding these partitions' keys."""
+    assert isinstance(redis, RedisCluster)
+    return {redis.get_node_from_key(keys.stats_key(p)).name for p in partitions}
+
+
+async def test_stats_history_and_run_tree_merge_across_six_partitions(
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(partitions=6)
+    children = spread_ids("child", 6)
+    root = next(c for c in spread_ids("root", 6) if keys.partition_for(c, 6) != 0)
+    events = [llmonitor("start", root, type="agent", name="planner")]
+    for i, child in enumerate(children):
+        events += [
+            llmonitor("start", child, name="gpt-4o", parentRunId=root,
+                      timestamp=f"2026-01-01T00:00:0{i}.000Z"),
+            llmonitor("end", child, parentRunId=root, timestamp=f"2026-01-01T00:00:0{i}.500Z",
+                      tokensUsage={"prompt": 10 + i, "completion": i}),
+        ]  # fmt: skip
+    events.append(llmonitor("end", root, type="agent", timestamp="2026-01-01T00:00:09.000Z"))
+    events += [webhook("error", "failed", command=f"job{i}", model=None) for i in range(12)]
+    stream_ids = await publish(redis, settings, events)
+    await consumer(redis, settings).drain()
+    spread = [keys.partition_for(routing_key(e), 6) for e in events]
+    assert set(spread) == set(range(6))  # every partition holds some of them
+    if per_slot_reads(redis):
+        assert len(shards_of(redis, list(range(6)))) == 3  # ... and every shard
+
+    async with client(redis, settings) as http:
+        stats = (await http.get("/api/stats")).json()
+        assert stats["total"] == len(events) == 26
+        assert stats["by_source"] == {"llmonitor": 14, "webhook": 12}
+        assert stats["by_status"] == {"completed": 7, "failed": 12, "start": 7}
+        assert stats["tokens"] == {"prompt": 75, "completion": 15, "total": 90}
+        assert stats["by_model"]["gpt-4o"]["count"] == 12
+        assert stats["runs"] == {"running": 0, "completed": 7, "failed": 0}
+        assert stats["error_rate"] == round(12 / 19, 6)
+
+        pages: list[list[dict[str, Any]]] = []
+        cursor = None
+        while cursor is not None or not pages:
+            params = {"limit": 5, **({"before": cursor} if cursor else {})}
+            body = (await http.get("/api/history", params=params)).json()
+            pages.append(body["items"])
+            cursor = body["next_cursor"]
+        order = {
+            e["id"]: (int(i.split("-")[0]), int(i.split("-")[1]), p)
+            for e, i, p in zip(events, stream_ids, spread, strict=True)
+        }
+        expected = sorted(order, key=order.__getitem__, reverse=True)
+        assert [e["id"] for page in pages for e in page] == expected
+        assert [len(p) for p in pages] == [5, 5, 5, 5, 5, 1]
+        failed = (await http.get("/api/history", params={"event_type": "error"})).json()
+        assert sorted(e["command"] for e in failed["items"]) == sorted(f"job{i}" for i in range(12))
+
+        tree = (await http.get(f"/api/runs/{root}")).json()
+        assert tree["status"] == "ended" and tree["end_reason"] == "success"
+        assert [c["id"] for c in tree["children"]] == children  # by start time
+        assert [c["tokens"]["prompt"] for c in tree["children"]] == [10 + i for i in range(6)]
+        child_partitions = {keys.partition_for(c, 6) for c in children}
+        assert child_partitions == set(range(6)) and keys.partition_for(root, 6) != 0
+        if per_slot_reads(redis):
+            assert len(shards_of(redis, sorted(child_partitions))) == 3
+        listed = (await http.get("/api/runs", params={"limit": 3})).json()
+        assert listed["total"] == 7 and len(listed["items"]) == 3

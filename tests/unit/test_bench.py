@@ -123,3 +123,50 @@ def test_facts_of_a_fanout_step_table() -> None:
             "cpu_share": {"stream": 0.8}}  # fmt: skip
     lines = facts.facts(_figure(name="sse_fanout", details={"clients": 1000, "steps": [step]}))
     assert lines[-1] == "| 100,000 | 100 | 99,000 | 100.0% | 0 | 0.1 s | stream 0.80 |"
+
+
+def _side(rate: float, **cpu: float) -> dict:
+    return {"rate": rate, "cpu_share": cpu, "events": 100, "stats_total": 100}
+
+
+def test_shard_bound_names_what_limits_it() -> None:
+    python_bound = [{"single": _side(1, ingest=0.97, redis=0.1),
+                     "cluster": _side(1, ingest=0.99, **{"redis-1": 0.04, "redis-2": 0.05})}]
+    assert "the one ingest process" in facts.shard_bound(python_bound, "ingest")
+    assert "0.97–0.99" in facts.shard_bound(python_bound, "ingest")
+    redis_bound = [{"single": _side(1, aggregator=0.5, redis=0.95)}]
+    assert "Redis bounds it" in facts.shard_bound(redis_bound, "aggregator")
+    waiting = [{"single": _side(1, ingest=0.4, redis=0.2)}]
+    assert "waiting" in facts.shard_bound(waiting, "ingest")
+    assert facts.shard_bound([{"single": _side(1)}], "ingest") == "CPU shares not measured"
+
+
+def test_facts_of_the_shards_figure() -> None:
+    rounds = [{"single": _side(20_000, ingest=0.98, redis=0.1),
+               "cluster": _side(19_000, ingest=0.99, **{"redis-1": 0.03})}]  # fmt: skip
+    lines = facts.facts(_figure(name="shards_ingest", value=19_000.0,
+                                details={"rounds": rounds, "worker": "ingest"}))  # fmt: skip
+    assert lines[0] == ("- round 1: 1 Redis 20,000 events/s (CPU, cores: ingest 0.98, redis 0.10); "
+                        "cluster 19,000 events/s (CPU, cores: ingest 0.99, redis-1 0.03)")  # fmt: skip
+    assert "not Redis" in lines[1]
+    assert lines[2] == ("- Redis CPU per 100,000 events/s, all its servers, in cores: "
+                        "0.50 (1 Redis), 0.16 (cluster); at that cost one redis-server "
+                        "would use a whole core near 200,000 events/s")  # fmt: skip
+    assert lines[3] == "- exactly-once check: `/api/stats` total 100 of 100 (1 Redis), 100 of 100 (cluster)"
+
+
+def test_loader_routes_copies_as_ingest_does() -> None:
+    watcher = {"id": "e1", "source": "webhook", "metadata": {"session_id": "S1-x0"}}
+    lunary = {"id": "e2", "source": "llmonitor", "metadata": {"runId": "R1-x0"}}
+    alone = {"id": "e3", "source": "webhook", "metadata": {}}
+    assert [loader.route(orjson.dumps(e)) for e in (watcher, lunary, alone)] == ["S1-x0", "R1-x0", "e3"]
+
+
+def test_plans_size_the_shards_figure() -> None:
+    from pathlib import Path
+
+    from bench.plan import make_plan
+
+    quick, smoke = make_plan("quick", Path("/tmp")), make_plan("smoke", Path("/tmp"))
+    assert quick.shard_partitions % quick.shard_masters == 0  # partitions spread evenly
+    assert smoke.shard_events < quick.shard_events < make_plan("full", Path("/tmp")).shard_events

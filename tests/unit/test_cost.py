@@ -42,3 +42,13 @@ def test_nanos_round_trip() -> None:
     assert cost.to_nanos(Decimal("0.0075")) == 7_500_000
     assert cost.to_nanos(None) == 0
     assert cost.from_nanos(7_500_000) == 0.0075
+
+
+@pytest.mark.parametrize(
+    "model", ["gpt-4o", "gpt-4o-mini", "o3-mini", "gemini-2.5-pro", "claude-3-5-haiku", "nope"]
+)
+@pytest.mark.parametrize(("prompt", "completion"), [(0, 0), (1, 1), (12_345, 6_789), (250_000, 7)])
+def test_nanos_is_to_nanos_of_cost(model: str, prompt: int, completion: int) -> None:
+    price = cost.cost_usd(model, prompt, completion)
+    expected = None if price is None else cost.to_nanos(price)
+    assert cost.nanos(model, prompt, completion) == expected

@@ -1,4 +1,4 @@
-"""The SSE cursor: round trip, strict parsing, and the resume semantics of a single position."""
+"""The SSE cursor: round trip, strict parsing, the incremental encoder and vector helpers."""
 
 from __future__ import annotations
 
@@ -7,41 +7,53 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared import cursor
-from shared.cursor import MAX_SEQ, NOTHING, Cursor, CursorError, Position
+from shared.cursor import MAX_MS, MAX_SEQ, NOTHING, Cursor, CursorError
+from shared.settings import Settings
 
 pytestmark = pytest.mark.unit
 
 epochs = st.text(alphabet="0123456789abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=16)
-partitions = st.integers(1, 1024)
-ms = st.integers(0, 2**48)
-seqs = st.one_of(st.integers(0, 5), st.integers(0, MAX_SEQ))
+now = 1_780_000_000_000
+sids = st.one_of(
+    st.just(NOTHING),
+    st.tuples(st.integers(now - 10**8, now), st.integers(0, 3)),  # busy streams, today
+    st.tuples(st.integers(0, MAX_MS), st.integers(0, MAX_SEQ)),  # anything Redis could issue
+).filter(lambda sid: sid != (0, 0) or sid is NOTHING)
 
 
 @st.composite
-def cursors(draw: st.DrawFn) -> Cursor:
-    parts = draw(partitions)
-    pos = Position(draw(ms), draw(seqs), draw(st.integers(0, parts + 1)))
-    return Cursor(draw(epochs), parts, pos)
-
-
-@st.composite
-def layout_positions(draw: st.DrawFn, streams: int = 4) -> Position:
-    return Position(
-        draw(st.integers(1, 6)), draw(st.integers(0, 3)), draw(st.integers(0, streams - 1))
-    )
+def cursors(draw: st.DrawFn, max_partitions: int = 40) -> Cursor:
+    parts = draw(st.integers(1, max_partitions))
+    vector = draw(st.lists(sids, min_size=parts + 2, max_size=parts + 2))
+    return Cursor(draw(epochs), parts, tuple(vector))
 
 
 @given(cursors())
 def test_round_trip(c: Cursor) -> None:
-    text = cursor.encode(c)
-    assert cursor.decode(text) == c
+    assert cursor.decode(cursor.encode(c)) == c
 
 
 @given(cursors())
-def test_wire_form_is_header_safe_and_short(c: Cursor) -> None:
+def test_wire_form_is_header_safe_and_bounded_by_its_layout(c: Cursor) -> None:
     text = cursor.encode(c)
-    assert set(text) <= set("0123456789abcdefghijklmnopqrstuvwxyz.")
-    assert len(text) <= cursor.MAX_TEXT
+    assert set(text) <= set("0123456789abcdefghijklmnopqrstuvwxyz.-")
+    assert len(text) <= cursor.max_text(c.partitions) <= cursor.MAX_TEXT
+
+
+def test_the_bound_covers_the_largest_layout() -> None:
+    assert cursor.MAX_PARTITIONS == Settings.model_fields["partitions"].metadata[1].le
+    widest = (MAX_MS, MAX_SEQ)
+    biggest = Cursor("z" * 16, cursor.MAX_PARTITIONS, (NOTHING,) + (widest,) * 1025)
+    assert len(cursor.encode(biggest)) <= cursor.MAX_TEXT
+    assert cursor.decode(cursor.encode(biggest)) == biggest
+
+
+def test_busy_streams_cost_a_few_bytes_each() -> None:
+    """What README promises: ~40 bytes for one partition, ~5 bytes per partition with many."""
+    one = Cursor("a1b2c3d4", 1, ((now, 0), (now - 60_000, 0), (now - 4_000, 1)))
+    assert len(cursor.encode(one)) <= 40
+    many = Cursor("a1b2c3d4", 1024, tuple((now - 37 * i, i % 2) for i in range(1026)))
+    assert len(cursor.encode(many)) <= 6 * 1026
 
 
 @given(st.text(max_size=120))
@@ -52,66 +64,93 @@ def test_decode_never_raises_anything_but_cursor_error(text: str) -> None:
         pass
 
 
+@given(cursors(max_partitions=3), st.data())
+def test_a_mangled_cursor_raises_only_cursor_error(c: Cursor, data: st.DataObject) -> None:
+    text = cursor.encode(c)
+    at = data.draw(st.integers(0, len(text)))
+    cut = data.draw(st.integers(0, 3))
+    insert = data.draw(st.text(alphabet="0123456789az.-\r\n \x00é", max_size=3))
+    mangled = text[:at] + insert + text[at + cut :]
+    try:
+        again = cursor.decode(mangled)
+    except CursorError:
+        return
+    assert len(again.vector) == cursor.stream_count(again.partitions)
+
+
 @pytest.mark.parametrize(
     "text",
-    ["", "0abc.1.0.0.0", "1abc.1.0.0", "1abc.1.0.0.3", "1ABC.1.0.0.0", "1abc.0.0.0.0",
-     "1abc.1.0.0.0\r\nx", "1abc.1.0.0.0 ", "1" + "a" * 17 + ".1.0.0.0", "1abc.1.zzzzzzzzzzzzz.0.0"],
+    ["", "2abc.1.0..", "2abc.1.0.0.0.0", "1abc.1.0.0.0", "2ABC.1.5.0.0.0", "2abc.0.5.",
+     "2abc.1.5.0.0.0\r\nx", "2abc.1.5.0.0.0 ", "2" + "a" * 17 + ".1.5.0.0.0",
+     "2abc.1.5.6.0.0",  # a stream id below 0
+     "2abc.1.0.0..",  # 0-0 spelled out instead of the empty segment
+     "2abc.1.5.0-0..",  # sequence 0 written out
+     "2abc.1.5.01..",  # a leading zero
+     "2abc.1.zzzzzzzzzzzzz...",  # base past 64 bits
+     "2abc.1.5.0-zzzzzzzzzzzzz..",  # sequence past 64 bits
+     "2abc.sh.5." + "." * 1026,  # 1025 partitions
+     "2abc.1.5.0." + "0" * cursor.MAX_TEXT,
+     "2abc.1.5.٣..",  # a non-ASCII digit
+    ],
 )  # fmt: skip
 def test_decode_rejects(text: str) -> None:
     with pytest.raises(CursorError):
         cursor.decode(text)
 
 
-def test_encode_refuses_an_unsafe_epoch() -> None:
+def test_encode_refuses_an_unsafe_epoch_or_a_vector_of_another_layout() -> None:
     with pytest.raises(ValueError):
-        cursor.encode(Cursor("a\nb", 1, Position(1, 0, 0)))
+        cursor.encode(Cursor("a\nb", 1, (NOTHING,) * 3))
+    with pytest.raises(ValueError):
+        cursor.encode(Cursor("ab", 2, (NOTHING,) * 3))
 
 
-@given(layout_positions(), layout_positions())
-def test_seen_is_exactly_delivery_order(seen_up_to: Position, entry: Position) -> None:
-    """A client that saw everything up to `seen_up_to` has seen `entry` iff it came no later."""
-    after = cursor.vector(seen_up_to, 4)
-    assert cursor.is_seen(after, entry) == (entry <= seen_up_to)
+moves = st.lists(
+    st.tuples(st.integers(0, 4), st.integers(now - 5000, now + 5000), st.integers(0, 3)),
+    max_size=60,
+)
 
 
-@given(layout_positions(), layout_positions())
-def test_advance_is_the_later_position(a: Position, b: Position) -> None:
-    assert cursor.advance(cursor.vector(a, 4), b) == cursor.vector(max(a, b), 4)
+@given(st.lists(sids, min_size=5, max_size=5), moves)
+def test_the_encoder_gives_the_running_maximum(start: list[tuple[int, int]], steps: list) -> None:
+    """Each stream only moves forward, and every text decodes to exactly the vector so far."""
+    enc = cursor.Encoder("e1", 3, start)
+    expected = list(start)
+    for stream, ms, seq in steps:
+        before = cursor.decode(enc.text()).vector
+        enc.advance(stream, (ms, seq))
+        expected[stream] = max(expected[stream], (ms, seq))
+        after = cursor.decode(enc.text()).vector
+        assert list(after) == expected == enc.vector
+        assert all(b <= a for b, a in zip(before, after, strict=True))  # monotonic
 
 
-@given(st.lists(layout_positions(), min_size=1, max_size=5), layout_positions())
-def test_nothing_past_the_horizon_is_seen(progress: list[Position], entry: Position) -> None:
-    after = [NOTHING] * 4
-    for pos in progress:
-        after = cursor.advance(after, pos)
-    if entry > cursor.horizon(after):
-        assert not cursor.is_seen(after, entry)
+def test_the_encoder_reencodes_one_block_and_follows_the_epoch() -> None:
+    enc = cursor.Encoder("e1", 100, [(now, 0)] * 102)
+    enc.advance(70, (now + 1, 0))  # one segment in block 2; base unchanged
+    assert cursor.decode(enc.text()).vector[70] == (now + 1, 0)
+    enc.advance(3, (now + 10 * cursor.REBASE_MS, 5))  # past the base: everything re-encoded
+    decoded = cursor.decode(enc.text())
+    assert decoded.vector[3] == (now + 10 * cursor.REBASE_MS, 5)
+    assert decoded.vector[70] == (now + 1, 0) and decoded.vector[0] == (now, 0)
+    enc.set_epoch("e2")
+    assert cursor.decode(enc.text()).epoch == "e2"
 
 
-@given(st.tuples(st.integers(0, 2**40), seqs))
-def test_successor_and_predecessor_are_inverse(sid: tuple[int, int]) -> None:
-    assert cursor.predecessor(cursor.successor(sid)) == sid
-    if sid != NOTHING:
-        assert cursor.successor(cursor.predecessor(sid)) == sid
-        assert cursor.predecessor(sid) < sid < cursor.successor(sid)
+def test_ahead_and_merged() -> None:
+    hub = [(5, 0), (7, 1), NOTHING]
+    client = [(5, 0), (7, 2), (1, 0)]
+    ahead = cursor.ahead(client, hub)
+    assert ahead == {1: (7, 2), 2: (1, 0)}
+    assert cursor.merged(hub, ahead) == [(5, 0), (7, 2), (1, 0)]
+    assert cursor.merged([(9, 0), (8, 0), (2, 0)], ahead) == [(9, 0), (8, 0), (2, 0)]
 
 
 def test_stream_ids() -> None:
     assert cursor.parse_id(b"1700000000000-3") == (1700000000000, 3)
     assert cursor.format_id((5, 0)) == "5-0"
     assert cursor.successor((5, MAX_SEQ)) == (6, 0)
-    assert cursor.predecessor((0, 0)) == NOTHING
-
-
-def test_safe_bound_holds_back_the_current_millisecond_and_truncated_streams() -> None:
-    assert cursor.safe_bound(100, 3, []) == Position(99, MAX_SEQ, 2)
-    truncated = [Position(50, 7, 1), Position(60, 0, 0)]
-    assert cursor.safe_bound(100, 3, truncated) == Position(50, 7, 1)
-
-
-def test_covered_per_stream() -> None:
-    pos = Position(10, 0, 1)
-    assert cursor.vector(pos, 3) == [(10, 0), (10, 0), (9, MAX_SEQ)]
+    assert cursor.successor(NOTHING) == (0, 1)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ import pytest
 
 from services.stream import feeds
 from services.stream.feeds import Feed
-from shared.cursor import Position
 
 pytestmark = pytest.mark.unit
 
@@ -39,23 +38,28 @@ def test_wants() -> None:
 
 
 def test_entry_and_frames() -> None:
-    item = feeds.entry(2, b"17-3", {b"t": b"event", b"d": b'{"id":"x"}'})
-    assert item == feeds.Entry(Position(17, 3, 2), b"event", b'{"id":"x"}')
-    named, unnamed = feeds.frames(item, "1e.1.h.3.2")
-    assert named == b'id: 1e.1.h.3.2\nevent: event\ndata: {"id":"x"}\n\n'
-    assert unnamed == b'id: 1e.1.h.3.2\ndata: {"id":"x"}\n\n'
-    run = feeds.entry(0, b"1-0", {b"t": b"run.failed", b"d": b"{}"})
-    assert run is not None and feeds.frames(run, "c")[1] is None
+    item = feeds.entry(2, (17, 3), {b"t": b"event", b"d": b'{"id":"x"}'})
+    assert item == feeds.Entry(2, (17, 3), b"event", b'{"id":"x"}')
+    frame = feeds.frames(item, "2e.1.h.0..")
+    assert frame.named == b'id: 2e.1.h.0..\nevent: event\ndata: {"id":"x"}\n\n'
+    assert frame.unnamed == b'id: 2e.1.h.0..\ndata: {"id":"x"}\n\n'
+    assert (frame.entry, frame.cursor) == (item, "2e.1.h.0..")
+    assert feeds.frame_for(Feed.EVENTS, item, "c") == b'id: c\ndata: {"id":"x"}\n\n'
+    run = feeds.entry(0, (1, 0), {b"t": b"run.failed", b"d": b"{}"})
+    assert feeds.frames(run, "c").unnamed is None
 
 
 @pytest.mark.parametrize(
     "fields",
     [{b"d": b"{}"}, {b"t": b"event"}, {b"t": b"bad\nname", b"d": b"{}"}, {b"t": b"", b"d": b"{}"}],
 )
-def test_unusable_entries_are_skipped(fields: dict[bytes, bytes]) -> None:
-    assert feeds.entry(0, b"1-0", fields) is None
+def test_unusable_entries_are_passed_over(fields: dict[bytes, bytes]) -> None:
+    item = feeds.entry(0, (1, 0), fields)
+    assert (item.stream, item.id, item.name) == (0, (1, 0), b"")  # a cursor still moves past it
+    assert not feeds.wants(Feed.STREAM, None, item.name)
+    assert not feeds.wants(Feed.EVENTS, None, item.name)
 
 
 def test_reset_frame() -> None:
-    assert feeds.reset_frame("expired", "1a.1.2.3.0").startswith(b"id: 1a.1.2.3.0\nevent: reset\n")
+    assert feeds.reset_frame("expired", "2a.1.2.0..").startswith(b"id: 2a.1.2.0..\nevent: reset\n")
     assert feeds.reset_frame("epoch", None).startswith(b"event: reset\ndata: ")

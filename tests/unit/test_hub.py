@@ -1,6 +1,8 @@
-"""The hub's delivery order, driven with synthetic XREAD replies (no Redis): whatever COUNT cuts
-off and however the entries spread over the streams, subscribers get every entry once, in
-canonical order, and a full queue drops only its own subscriber."""
+"""The hub without Redis: synthetic XREAD replies, and lanes over an in-memory fake. Whatever
+the reads return and however lanes interleave, a subscriber gets every entry after its
+subscribe vector once, each stream in order, and every frame's id is the vector of what was
+fanned out up to it; a full queue drops only its own subscriber; a failing lane makes the hub
+unavailable without stopping the others."""
 
 from __future__ import annotations
 
@@ -11,44 +13,39 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.stream import hub as hub_module
 from services.stream.feeds import Feed
-from services.stream.hub import Hub, Subscriber
+from services.stream.hub import Hub
 from services.stream.metrics import StreamMetrics
+from services.stream.subscriber import Subscriber
 from shared import cursor
-from shared.cursor import Position
+from shared.cursor import NOTHING, StreamId
 from shared.settings import Settings
 
 pytestmark = pytest.mark.unit
 
 
-def make_hub(partitions: int = 2, queue: int = 10_000) -> Hub:
+def make_hub(redis: Any = None, partitions: int = 2, queue: int = 10_000, **kw: Any) -> Hub:
     s = Settings(partitions=partitions, sse_queue_frames=queue)
-    h = Hub(None, s, StreamMetrics.create(CollectorRegistry()), asyncio.Event())  # type: ignore[arg-type]
-    h.epoch = "e"
-    h._read_from = [cursor.NOTHING] * len(h.streams)
-    h.delivered = Position(0, 0, 0)
+    h = Hub(redis, s, StreamMetrics.create(CollectorRegistry()), asyncio.Event(), **kw)
+    h._epoch = "e"
+    h._encoder = cursor.Encoder("e", partitions, [NOTHING] * len(h.streams))
+    h.started.set()
     return h
 
 
-def xread(h: Hub, backlog: dict[int, list[tuple[int, int]]], count: int) -> list[Any]:
-    """What XREAD COUNT returns from the hub's positions over an in-memory backlog."""
-    reply = []
-    for idx, ids in backlog.items():
-        rows = [i for i in ids if i > h._read_from[idx]][:count]
-        if rows:
-            reply.append([h.streams[idx].encode(),
-                          [(cursor.format_id(i).encode(), {b"t": b"e", b"d": b"{}"}) for i in rows]])  # fmt: skip
-    return reply
+def rows(ids: list[StreamId], name: bytes = b"e") -> list[Any]:
+    return [(cursor.format_id(i).encode(), {b"t": name, b"d": b"{}"}) for i in ids]
 
 
-async def drain(h: Hub, backlog: dict[int, list[tuple[int, int]]], count: int, now_ms: int) -> None:
-    while True:
-        truncated = h._absorb(xread(h, backlog, count))
-        await h._deliver(cursor.safe_bound(now_ms, len(h.streams), truncated))
-        if not truncated and not h._pending:
-            return
+def positions(h: Hub) -> dict[bytes, bytes]:
+    return {s.encode(): b"0-0" for s in h.streams}
+
+
+def received(sub: Subscriber) -> list[tuple[int, StreamId, cursor.Vector]]:
+    return [(f.entry.stream, f.entry.id, cursor.decode(f.cursor).vector) for f in sub.frames or []]
 
 
 backlogs = st.dictionaries(
@@ -61,61 +58,181 @@ backlogs = st.dictionaries(
 
 
 @settings(max_examples=200, deadline=None)
-@given(backlogs, st.integers(1, 4))
-def test_every_entry_once_in_canonical_order(
-    backlog: dict[int, list[tuple[int, int]]], count: int
+@given(backlogs, st.lists(st.integers(0, 3), max_size=20), st.integers(0, 30))
+def test_every_entry_once_per_stream_in_order_with_the_running_vector(
+    backlog: dict[int, list[StreamId]], lanes: list[int], join_at: int
 ) -> None:
+    """Reads come as the lanes of a cluster would give them: one stream at a time, any order."""
+
     async def go() -> None:
         h = make_hub()
-        sub = Subscriber(Feed.STREAM, None, "ip", 10_000)
-        h.subscribe(sub)
-        old = hub_module.READ_COUNT
-        hub_module.READ_COUNT = count
-        try:
-            await drain(h, backlog, count, now_ms=1000)
-        finally:
-            hub_module.READ_COUNT = old
-        got = [pos for pos, _ in sub.frames]
-        expected = sorted(Position(ms, seq, idx) for idx, ids in backlog.items() for ms, seq in ids)
-        assert got == expected
-        assert h.delivered == cursor.watermark(1000, len(h.streams))
+        early = Subscriber(Feed.STREAM, None, "ip", 10_000)
+        late = Subscriber(Feed.STREAM, None, "ip", 10_000)
+        h.subscribe(early)
+        left = {j: list(ids) for j, ids in backlog.items()}
+        order = [*lanes, *(j for j in sorted(left) for _ in left[j])]
+        delivered = 0
+        since: list[StreamId] = []
+        for j in order:
+            if not left.get(j):
+                continue
+            chunk, left[j] = left[j][:2], left[j][2:]
+            for sid in chunk:
+                if delivered == join_at:
+                    since = h.subscribe(late)
+                await h._deliver(h._absorb([(h.streams[j].encode(), rows([sid]))], positions(h)))
+                delivered += 1
+        got = received(early)
+        assert sorted((j, sid) for j, sid, _ in got) == sorted(
+            (j, sid) for j, ids in backlog.items() for sid in ids
+        )
+        running = [NOTHING] * len(h.streams)
+        for j, sid, vector in got:
+            assert sid > running[j]  # each stream in order, once
+            running[j] = sid
+            assert list(vector) == running  # the id says exactly what was seen
+        if since:
+            assert [(j, s) for j, s, _ in received(late)] == [
+                (j, s) for j, s, _ in got if s > since[j]
+            ]
 
     asyncio.run(go())
 
 
-async def test_entries_of_the_current_millisecond_wait() -> None:
+async def test_one_read_over_several_streams_is_merged_by_id() -> None:
     h = make_hub()
     sub = Subscriber(Feed.STREAM, None, "ip", 100)
     h.subscribe(sub)
-    h._absorb(xread(h, {0: [(5, 0)], 1: [(4, 0)]}, 10))
-    await h._deliver(cursor.safe_bound(5, 4, []))  # the clock is still in ms 5
-    assert [pos for pos, _ in sub.frames] == [Position(4, 0, 1)]
-    await h._deliver(cursor.safe_bound(6, 4, []))
-    assert [pos for pos, _ in sub.frames] == [Position(4, 0, 1), Position(5, 0, 0)]
+    reply = [
+        (h.streams[0].encode(), rows([(5, 0), (9, 0)])),
+        (h.streams[1].encode(), rows([(7, 0)])),
+    ]
+    await h._deliver(h._absorb(reply, positions(h)))
+    assert [(j, sid) for j, sid, _ in received(sub)] == [(0, (5, 0)), (1, (7, 0)), (0, (9, 0))]
 
 
 async def test_a_full_queue_drops_only_that_subscriber() -> None:
     h = make_hub(queue=4)
     slow, fast = Subscriber(Feed.STREAM, None, "a", 3), Subscriber(Feed.STREAM, None, "b", 100)
     events = Subscriber(Feed.EVENTS, None, "c", 100)
-    h.subscribe(slow)
-    h.subscribe(fast)
-    h.subscribe(events)
-    h._absorb(xread(h, {0: [(1, i) for i in range(5)]}, 10))
-    await h._deliver(cursor.safe_bound(10, 4, []))
-    assert slow.dropped == "slow" and len(slow.frames) == 3
-    assert fast.dropped is None and len(fast.frames) == 5
-    assert len(events.frames) == 0  # `/api/events` carries only `event` entries
+    for sub in (slow, fast, events):
+        h.subscribe(sub)
+    await h._deliver(
+        h._absorb([(h.streams[0].encode(), rows([(1, i) for i in range(5)]))], positions(h))
+    )
+    assert slow.dropped == "slow" and len(slow.frames or []) == 3
+    assert fast.dropped is None and len(fast.frames or []) == 5
+    assert events.frames is None  # `/api/events` carries only `event` entries
     assert h.subscribers == 2
 
 
-async def test_filters_and_unsubscribe() -> None:
+async def test_filters_malformed_entries_and_unsubscribe() -> None:
     h = make_hub()
     runs = Subscriber(Feed.STREAM, frozenset({b"run.failed"}), "a", 100)
     h.subscribe(runs)
-    h._absorb([[h.streams[0].encode(), [(b"1-0", {b"t": b"run.failed", b"d": b"{}"}),
-                                        (b"1-1", {b"t": b"event", b"d": b"{}"})]]])  # fmt: skip
-    await h._deliver(cursor.safe_bound(10, 4, []))
-    assert [pos for pos, _ in runs.frames] == [Position(1, 0, 0)]
+    reply = [(h.streams[0].encode(), [(b"1-0", {b"t": b"run.failed", b"d": b"{}"}),
+                                      (b"1-1", {b"t": b"bad name", b"d": b"{}"}),
+                                      (b"1-2", {b"t": b"event", b"d": b"{}"}),
+                                      (b"1-3", {b"t": b"run.failed", b"d": b"{}"})])]  # fmt: skip
+    await h._deliver(h._absorb(reply, positions(h)))
+    assert [(sid, v[0]) for _, sid, v in received(runs)] == [((1, 0), (1, 0)), ((1, 3), (1, 3))]
+    assert h.vector()[0] == (1, 3)  # past the entries nobody took, and the malformed one
     h.unsubscribe(runs)
     assert h.subscribers == 0 and h._by_name == {}
+
+
+class FakeRedis:
+    """XREAD and GET over in-memory streams; a stream in `broken` fails like a dead shard."""
+
+    def __init__(self) -> None:
+        self.streams: dict[bytes, list[tuple[bytes, dict[bytes, bytes]]]] = {}
+        self.broken: set[bytes] = set()
+        self.epoch = b"e"
+        self.changed = asyncio.Condition()
+
+    async def add(self, name: str, sid: StreamId) -> None:
+        self.streams.setdefault(name.encode(), []).extend(rows([sid]))
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def xread(self, streams: dict[bytes, bytes], count: int, block: int) -> Any:
+        if self.broken & set(streams):
+            raise RedisConnectionError("shard down")
+        reply = []
+        for name, after in streams.items():
+            new = [
+                r
+                for r in self.streams.get(name, [])
+                if cursor.parse_id(r[0]) > cursor.parse_id(after)
+            ]
+            if new:
+                reply.append((name, new[:count]))
+        if reply:
+            return reply
+        async with self.changed:
+            try:
+                async with asyncio.timeout(block / 1000):
+                    await self.changed.wait()
+            except TimeoutError:
+                pass
+        return []
+
+    async def get(self, key: str) -> bytes:
+        return self.epoch
+
+
+async def test_a_failing_lane_makes_the_hub_unavailable_and_the_others_go_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hub_module, "BACKOFF_MIN_S", 0.01)
+    monkeypatch.setattr(hub_module, "BACKOFF_MAX_S", 0.02)
+    monkeypatch.setattr(hub_module, "EPOCH_CHECK_S", 0.01)
+    fake = FakeRedis()
+    h = make_hub(fake, partitions=2, per_stream=True)
+    sub = Subscriber(Feed.STREAM, None, "ip", 100)
+    h.subscribe(sub)
+    lanes = [asyncio.create_task(h._lane(f"lane {j}", [j])) for j in range(len(h.streams))]
+    watcher = asyncio.create_task(h._watch_epoch())
+    try:
+        fake.broken.add(h.streams[0].encode())
+        await fake.add(h.streams[0], (1, 0))
+        await fake.add(h.streams[1], (2, 0))
+        while not sub.frames:
+            await asyncio.sleep(0.005)
+        assert [(j, sid) for j, sid, _ in received(sub)] == [(1, (2, 0))]
+        assert h.available is False
+        sub.take()
+        fake.broken.clear()
+        while h.available is False or not sub.frames:
+            await asyncio.sleep(0.005)
+        assert [(j, sid) for j, sid, _ in received(sub)] == [(0, (1, 0))]
+        assert h.vector()[:2] == [(1, 0), (2, 0)]
+        sub.take()
+        fake.epoch = b"f"  # Redis was wiped: new cursors carry the new epoch
+        while h.epoch != "f":
+            await asyncio.sleep(0.005)
+        await fake.add(h.streams[2], (3, 0))
+        while not sub.frames:
+            await asyncio.sleep(0.005)
+        assert cursor.decode(sub.frames[0].cursor).epoch == "f"
+    finally:
+        h.stopping.set()
+        await hub_module.cancel(*lanes, watcher)
+
+
+async def test_a_waiting_writer_is_woken_by_a_push_a_drop_or_a_notice() -> None:
+    h = make_hub()
+    sub = Subscriber(Feed.STREAM, None, "ip", 10)
+    h.subscribe(sub)
+    for act in (
+        lambda: h._set_available(False),
+        lambda: asyncio.ensure_future(
+            h._deliver(h._absorb([(h.streams[0].encode(), rows([(1, 0)]))], positions(h)))
+        ),
+        lambda: sub.drop("slow"),
+    ):
+        sub.waiter = asyncio.get_running_loop().create_future()
+        waiter = sub.waiter
+        act()
+        await asyncio.wait_for(waiter, 1)
+        assert sub.waiter is None

@@ -97,3 +97,33 @@ def test_render_empty() -> None:
     body = stats.render({}, 0)
     assert body["total"] == 0 and body["error_rate"] == 0.0 and body["since"] is None
     assert body["by_model"] == {} and body["runs"] == {"running": 0, "completed": 0, "failed": 0}
+
+
+# Events as (field, amount) increments; each lands in one of up to 8 partitions' hashes.
+_increments = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["total", "st:failed", "st:completed", "tok:p", "runs:running", "m:gpt-4o|h12"]
+        ),
+        st.integers(-3, 50),
+        st.integers(0, 7),
+    ),
+    max_size=60,
+)
+
+
+@given(_increments, st.lists(st.integers(1, 2_000_000_000_000), min_size=1, max_size=8))
+def test_partials_merge_to_what_one_hash_would_hold(
+    increments: list[tuple[str, int, int]], sinces: list[int]
+) -> None:
+    # The read side adds per-partition partial aggregates (one hash per shard's partition):
+    # however the same increments are spread over partitions, /api/stats is the same.
+    whole: dict[str, int] = {"since": min(sinces)}
+    parts: list[dict[bytes, bytes]] = [{b"since": str(s).encode()} for s in sinces]
+    for field, amount, partition in increments:
+        whole[field] = whole.get(field, 0) + amount
+        part = parts[partition % len(parts)]
+        part[field.encode()] = str(int(part.get(field.encode(), b"0")) + amount).encode()
+    merged = stats.merge(parts)
+    assert {k: v for k, v in merged.items() if v} == {k: v for k, v in whole.items() if v}
+    assert stats.render(merged, 0) == stats.render(whole, 0)

@@ -1,0 +1,290 @@
+"""A lane: the read-and-apply loop over some partitions (arq-style, one readable loop).
+
+On a single Redis one lane follows every partition with one XREADGROUP over all the streams. On
+a cluster, where a multi-stream read must stay in one slot, each partition gets its own lane: a
+shard that is down then stops only its own partitions' lanes, which back off and resume when it
+is back, while the others go on.
+
+    loop until `stopping`:
+        every claim interval: XAUTOCLAIM entries idle > claim_idle_ms (dead consumers' work)
+        XREADGROUP `>` a batch (block consumer_block_ms); the next read is already in flight
+        per partition: parse, then commit as a task (batch.apply) once the earlier in-flight
+        commits touching the same runs are done; at most two batches' worth in flight
+        after an outage: wait for in-flight work, then re-read this consumer's own pending
+        entries (XREADGROUP from 0) before new ones
+
+Commits of different runs overlap: while one batch's script runs in Redis, the next batch is
+folded here. Two commits touching a run are ordered (the second reads what the first wrote), so
+they do not conflict with each other; commits of other replicas are caught by the commit's own
+compare-and-set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from services.aggregator import batch as batches
+from services.aggregator.batch import Batch, Entry
+from services.aggregator.bell import Bell
+from services.aggregator.metrics import AggregatorMetrics
+from shared import keys
+from shared.redis import UNAVAILABLE, Client
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 5.0
+Read = dict[int, list[Entry]]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Lane:
+    def __init__(
+        self,
+        redis: Client,
+        settings: Settings,
+        metrics: AggregatorMetrics,
+        bell: Bell,
+        name: str,
+        partitions: list[int],
+        stopping: asyncio.Event,
+    ) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.metrics = metrics
+        self.bell = bell
+        self.name = name
+        self.partitions = partitions
+        self.stopping = stopping
+        self.streams = {keys.events_stream(p): p for p in partitions}
+        self.groups_ready = False
+        self.next_claim = 0.0
+        self._prefetch: asyncio.Task[Read] | None = None
+        self._inflight: dict[asyncio.Task[None], int] = {}  # commit task -> entries
+        self._runs: dict[tuple[int, str], asyncio.Task[None]] = {}  # last commit of each run
+        self._recovering: dict[str, str] | None = None  # stream -> next own-pending id
+        self._failure: BaseException | None = None
+
+    # --- the loop ------------------------------------------------------------------------
+    async def run(self) -> None:
+        backoff = 0.1
+        while not self.stopping.is_set():
+            try:
+                await self.step(self.settings.consumer_block_ms)
+                backoff = 0.1
+            except UNAVAILABLE as exc:
+                log.warning(
+                    "aggregator: partitions %s: redis unavailable (%s), retrying in %.1fs",
+                    _span(self.partitions), exc, backoff,
+                )  # fmt: skip
+                await self.interrupted()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), backoff)
+                backoff = min(MAX_BACKOFF_S, backoff * 2)
+        await self.settle()
+        if self._prefetch is not None:  # already delivered to us: apply it rather than strand it
+            try:
+                await self.step(None)
+                await self.settle()
+            except UNAVAILABLE:
+                log.warning("aggregator: could not apply the last batch; it will be reclaimed")
+
+    async def step(self, block_ms: int | None) -> int:
+        """One iteration: reclaim (when due), read, hand the batch to commit tasks. Returns the
+        entries handed over. Raises the Redis error of a failed commit task, once."""
+        self._raise_failure()
+        if not self.groups_ready:
+            await self.ensure_groups()
+        if self._recovering is not None:
+            read = await self._read_own()
+        else:
+            read = {}
+            now = time.monotonic()
+            if now >= self.next_claim:
+                self.next_claim = now + max(0.05, self.settings.claim_idle_ms / 2000)
+                read = await self._reclaim()
+            if self._prefetch is not None:
+                task, self._prefetch = self._prefetch, None
+                more = await task
+            else:
+                more = await self._read(None if read else block_ms)
+            for partition, entries in more.items():
+                read.setdefault(partition, []).extend(entries)
+            if read and not self.stopping.is_set():
+                # The next read travels while this batch is parsed and committed.
+                self._prefetch = asyncio.create_task(self._read(None))
+        handled = 0
+        for partition, entries in read.items():
+            handled += len(entries)
+            await self._submit(batches.split(partition, entries, self.settings.max_deliveries))
+        return handled
+
+    async def settle(self) -> None:
+        """Wait until every commit task handed out so far has finished."""
+        while self._inflight:
+            await asyncio.wait(list(self._inflight))
+
+    async def interrupted(self) -> None:
+        """After a Redis error: let in-flight work end, forget the prefetched read (its entries
+        are pending for this consumer) and re-read this consumer's pending entries next."""
+        await self.settle()
+        task, self._prefetch = self._prefetch, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        self._failure = None
+        self._recovering = {s: "0" for s in self.streams}
+
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    # --- committing ------------------------------------------------------------------------
+    async def _submit(self, batch: Batch) -> None:
+        if not len(batch) and not batch.letters:
+            return
+        runs = batch.runs()
+        after = {self._runs[r] for r in runs if r in self._runs}
+        task = asyncio.create_task(self._commit(batch, after))
+        self._inflight[task] = len(batch)
+        for run in runs:
+            self._runs[run] = task
+        task.add_done_callback(self._finished(runs))
+        # Bound the work in flight: about two read batches.
+        while sum(self._inflight.values()) > 2 * self.settings.consumer_batch:
+            await asyncio.wait(list(self._inflight), return_when=asyncio.FIRST_COMPLETED)
+
+    def _finished(self, runs: list[tuple[int, str]]) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            self._inflight.pop(task, None)
+            for run in runs:
+                if self._runs.get(run) is task:
+                    del self._runs[run]
+
+        return done
+
+    async def _commit(self, batch: Batch, after: set[asyncio.Task[None]]) -> None:
+        """Never raises: a Redis error is kept for the loop (it backs off, then recovers); any
+        other error leaves the entries pending, to be reclaimed and retried."""
+        if after:
+            await asyncio.wait(after)
+        if self._failure is not None:
+            return  # an outage is being handled: the recovery re-reads these entries
+        started = time.perf_counter()
+        try:
+            occurrences = await batches.apply(
+                self.redis, self.settings, self.metrics, self.name, batch
+            )
+        except UNAVAILABLE as exc:
+            self._failure = self._failure or exc
+            return
+        except Exception:
+            log.exception(
+                "aggregator: partition %d batch failed; it will be retried", batch.partition
+            )
+            self.metrics.failed.labels("commit").inc(len(batch))
+            return
+        self.bell.put(batch.partition, occurrences)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    # --- groups, reading, reclaiming -----------------------------------------------------
+    async def ensure_groups(self) -> None:
+        for stream in self.streams:
+            try:
+                await self.redis.xgroup_create(stream, keys.AGGREGATOR_GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self.groups_ready = True
+
+    async def read(self, block_ms: int | None) -> Read:
+        """One XREADGROUP of new entries over this lane's streams."""
+        return await self._read(block_ms)
+
+    async def _read(self, block_ms: int | None, ids: dict[str, str] | None = None) -> Read:
+        try:
+            reply = await self.redis.xreadgroup(
+                keys.AGGREGATOR_GROUP,
+                self.name,
+                ids or {s: ">" for s in self.streams},
+                count=self.settings.consumer_batch,
+                block=block_ms,
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):  # the stream or group vanished (e.g. a flushed Redis)
+                await self.ensure_groups()
+                return {}
+            raise
+        out: Read = {}
+        for stream, entries in reply or []:
+            partition = self.streams[_text(stream)]
+            field = keys.EVENT_FIELD
+            out[partition] = [(_text(i), f.get(field) if f else None, 1) for i, f in entries]
+        return out
+
+    async def _read_own(self) -> Read:
+        """The next page of entries delivered to this consumer and not acknowledged."""
+        assert self._recovering is not None
+        read = await self._read(None, self._recovering)
+        for stream in list(self._recovering):
+            entries = read.get(self.streams[stream])
+            if entries:
+                self._recovering[stream] = entries[-1][0]
+            else:
+                del self._recovering[stream]
+        if not self._recovering:
+            self._recovering = None
+        if read:
+            log.info(
+                "aggregator: partitions %s: retrying %d entries of our own",
+                _span(self.partitions), sum(len(v) for v in read.values()),
+            )  # fmt: skip
+        return read
+
+    async def _reclaim(self) -> Read:
+        """Take over entries idle longer than claim_idle_ms (their consumer died or failed)."""
+        out: Read = {}
+        for stream, partition in self.streams.items():
+            try:
+                reply = await self.redis.xautoclaim(
+                    stream,
+                    keys.AGGREGATOR_GROUP,
+                    self.name,
+                    self.settings.claim_idle_ms,
+                    start_id="0-0",
+                    count=self.settings.consumer_batch,
+                )
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    await self.ensure_groups()
+                    continue
+                raise
+            claimed = [(_text(i), (f or {}).get(keys.EVENT_FIELD)) for i, f in reply[1] if i]
+            if not claimed:
+                continue
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for stream_id, _ in claimed:
+                    pipe.xpending_range(stream, keys.AGGREGATOR_GROUP, stream_id, stream_id, 1)
+                counts = await pipe.execute()
+            out[partition] = [
+                (sid, raw, int(c[0]["times_delivered"]) if c else 1)
+                for (sid, raw), c in zip(claimed, counts, strict=True)
+            ]
+            log.info("aggregator: reclaimed %d entries on partition %d", len(claimed), partition)
+        return out
+
+
+def _span(partitions: list[int]) -> str:
+    return str(partitions[0]) if len(partitions) == 1 else f"{partitions[0]}-{partitions[-1]}"
