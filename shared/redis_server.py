@@ -224,9 +224,9 @@ class EmbeddedCluster:
     def start(self, timeout: float = 20.0) -> EmbeddedCluster:
         import redis as sync_redis
 
-        for node in self.nodes:
-            node.start()
         try:
+            for node in self.nodes:  # one failing to start must not leave the others running
+                node.start()
             clients = [sync_redis.Redis(port=n.port) for n in self.nodes]
             # Restarted on the same ports: nodes.conf already holds the slots and the peers (the
             # state reads "fail" for a moment, until the nodes reconnect); just wait for it.

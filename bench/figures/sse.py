@@ -3,6 +3,8 @@ stream gateway → SSE client.
 
 - latency: `latency_rate` single-event POSTs/s (open loop) while `latency_clients` clients listen
   on `/api/events`; each event carries its send time, each receiver records receive − send.
+  Stages: send → events stream and send → feed (from entry ids), feed → socket (the gateway's
+  own histogram).
 - fan-out: one gateway process holding `fanout_clients` connections; events are posted at a rate
   that offers each step's deliveries/s, and receivers count what arrives in the send window.
 - memory: the gateway's RSS before and after those clients connect, idle, per client.
@@ -15,9 +17,11 @@ import asyncio
 import math
 import re
 import time
+import urllib.request
 from typing import Any
 
 import uvloop
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import pacer, profile, stats
 from bench.bodies import BENCH_APP, single_template
@@ -88,7 +92,7 @@ async def _latency(plan: Plan, ps: Procs, url: str, stack: dict[str, Proc],
     finally:
         group.kill()
     summary = stats.latency_summary(group.latencies())
-    stages = _stages(url, sent.sent)
+    stages = _stages(url, sent.sent) | _gateway_stage(gateway)
     expected = sent.ok * group.connected
     details = {
         "clients": group.connected, "receiver_processes": group.processes,
@@ -266,6 +270,29 @@ def _stages(url: str, count: int) -> dict[str, Any]:
     finally:
         r.close()
     return out
+
+
+def _gateway_stage(gateway: Proc) -> dict[str, Any]:
+    """The gateway's own share, from its `llmwatch_sse_fanout_latency_seconds` histogram: of
+    the frames written, the fraction written within each bound of their feed entry's id time
+    (millisecond resolution, so up to 1 ms high). The rest of a delivery is the receivers'."""
+    try:
+        with urllib.request.urlopen(gateway.url + "/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError as exc:
+        return {"feed_to_socket": {"error": str(exc)}}
+    buckets: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "llmwatch_sse_fanout_latency_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    buckets[sample.labels["le"]] = sample.value
+    total = buckets.get("+Inf", 0.0)
+    if not total:
+        return {}
+    shares = {f"within_{float(le) * 1000:g}ms": round(n / total, 4)
+              for le, n in buckets.items() if le != "+Inf" and float(le) <= 0.025}  # fmt: skip
+    return {"feed_to_socket": {"writes": int(total), **shares}}
 
 
 def _pids(stack: dict[str, Proc], gateway: Proc, redis_pid: int) -> dict[str, int]:

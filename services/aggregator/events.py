@@ -10,7 +10,7 @@ name here, when the run already knows it.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -68,7 +68,8 @@ class Event:
 def digest(event_id: str) -> str:
     """Dedup marker of an event id: a 96-bit hash (collisions: ~2^-96 per pair), base64."""
     raw = hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=12).digest()
-    return base64.b64encode(raw).decode("ascii")  # 16 characters: text travels through Lua as is
+    # 16 characters (no padding): the commit sends a batch's markers as one string of them
+    return binascii.b2a_base64(raw, newline=False).decode("ascii")
 
 
 def parse(stream_id: str, raw: bytes) -> Event:

@@ -114,13 +114,13 @@ def fold(
             ws.done.append(event.stream_id)
             continue
         try:
-            change, occurrences, usage = _effect(event, ws.runs, stored_runs)
+            step, occurrences, usage = _effect(event, ws.runs, stored_runs)
         except Exception as exc:  # noqa: BLE001 - one bad event must not block the batch
             ws.failed.append((event.stream_id, f"{type(exc).__name__}: {exc}"))
             continue
         seen.add(event.digest)
         _count(tally, event, usage)
-        _accumulate(ws, event, change, occurrences)
+        _accumulate(ws, event, step, occurrences)
     for change in ws.runs.values():
         # Rendered once per run and batch; counters move by (final - stored), which adds up to
         # the same totals as moving them event by event.
@@ -138,49 +138,52 @@ def fold(
 
 
 Usage = tuple[int, int, "int | None", "float | None"]  # prompt, completion, nanos, duration
+# What an event does to its run: (run id, facts after it, lifecycle names, the run's change
+# so far in this batch or None, the stored view, the stored first arrival)
+RunStep = tuple[
+    str, runs.Facts, list[str], "RunChange | None", "dict[str, Any] | None", "int | None"
+]
 
 
 def _effect(
     event: ev.Event,
     changes: dict[str, RunChange],
     stored: dict[str, tuple[runs.Facts, dict[str, Any]]],
-) -> tuple[RunChange | None, list[Occurrence], Usage | None]:
+) -> tuple[RunStep | None, list[Occurrence], Usage | None]:
     """Everything one event changes, computed without touching the write set (so it may raise
     safely): its run's new facts, its notifications, a webhook event's usage."""
-    change: RunChange | None = None
+    step: RunStep | None = None
     occurrences: list[Occurrence] = []
     run = event.run
     if run is not None:
         run_id, kind, _ = run
         previous = changes.get(run_id)
         facts: runs.Facts | None
+        before: dict[str, Any] | None = None
         was_ms: int | None = None
         if previous is not None:
-            facts, before, names = previous.facts, previous.before, previous.names
-            was_ms = previous.was_ms
+            facts = previous.facts
         elif run_id in stored:
             facts, before = stored[run_id]
-            names = []
             was_ms = facts["first_ms"]
         else:
-            facts, before, names = None, None, []
+            facts = None
         ev.complete_name(event, runs.get(facts, "name") if facts else None)
         new_facts = runs.merge(facts or runs.new_facts(run_id, kind), event)
-        lifecycle = names + runs.lifecycle(facts, new_facts)
-        change = RunChange(new_facts, before, lifecycle, was_ms=was_ms)
+        step = (run_id, new_facts, runs.lifecycle(facts, new_facts), previous, before, was_ms)
         newly_failed = (
             runs.facts_state(new_facts) == "failed" and runs.facts_state(facts) != "failed"
         )
         if kind == "llmonitor" and newly_failed:
             occurrences.append(_run_failed(new_facts, event))
     if event.source == ev.LLMONITOR:
-        return change, occurrences, None
+        return step, occurrences, None
     if event.failed:
         occurrences.append(_event_failed(event))
     prompt, completion = ev.webhook_tokens(event)
     model = event.model
     nanos = cost_nanos(model, prompt, completion) if model and (prompt or completion) else None
-    return change, occurrences, (prompt, completion, nanos, ev.duration_ms(event))
+    return step, occurrences, (prompt, completion, nanos, ev.duration_ms(event))
 
 
 def _count(tally: Tally, event: ev.Event, usage: Usage | None) -> None:
@@ -226,7 +229,7 @@ def _run_counters(tally: Tally, before: dict[str, Any] | None, after: dict[str, 
 def _accumulate(
     ws: WriteSet,
     event: ev.Event,
-    change: RunChange | None,
+    step: RunStep | None,
     occurrences: list[Occurrence],
 ) -> None:
     ws.applied += 1
@@ -240,11 +243,16 @@ def _accumulate(
     if event.model:
         indexes.append(("model", event.model))
     ws.history.append((hist.key(event.stream_id), event.encoded(), indexes))
-    if change is not None:
-        ws.runs[change.facts["id"]] = change
-        parent = runs.get(change.facts, "parent")
+    if step is not None:
+        run_id, facts, names, change, before, was_ms = step
+        if change is None:
+            ws.runs[run_id] = RunChange(facts, before, names, was_ms=was_ms)
+        else:
+            change.facts = facts
+            change.names += names
+        parent = runs.get(facts, "parent")
         if parent:
-            ws.children.add((str(parent), change.facts["id"]))
+            ws.children.add((str(parent), run_id))
     if occurrences:
         ws.occurrences.extend(occurrences)
 

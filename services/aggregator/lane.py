@@ -82,15 +82,25 @@ class Lane:
             try:
                 await self.step(self.settings.consumer_block_ms)
                 backoff = 0.1
+                continue
             except UNAVAILABLE as exc:
                 log.warning(
                     "aggregator: partitions %s: redis unavailable (%s), retrying in %.1fs",
                     _span(self.partitions), exc, backoff,
                 )  # fmt: skip
-                await self.interrupted()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), backoff)
-                backoff = min(MAX_BACKOFF_S, backoff * 2)
+            except Exception:
+                # Never let one lane take the others down: a bug, or the cluster client tripping
+                # over its own reconnection while a shard rejoins (redis-py 8.1 closes every
+                # connection on CLUSTERDOWN, under the feet of commands in flight).
+                log.exception(
+                    "aggregator: partitions %s: unexpected error, retrying in %.1fs",
+                    _span(self.partitions), backoff,
+                )  # fmt: skip
+                self.metrics.failed.labels("lane").inc()
+            await self.interrupted()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), backoff)
+            backoff = min(MAX_BACKOFF_S, backoff * 2)
         await self.settle()
         if self._prefetch is not None:  # already delivered to us: apply it rather than strand it
             try:
@@ -176,8 +186,9 @@ class Lane:
         return done
 
     async def _commit(self, batch: Batch, after: set[asyncio.Task[None]]) -> None:
-        """Never raises: a Redis error is kept for the loop (it backs off, then recovers); any
-        other error leaves the entries pending, to be reclaimed and retried."""
+        """Never raises: an error is kept for the loop, which backs off, then re-reads this
+        consumer's pending entries (their delivery counts grow: a batch that keeps failing
+        is dead-lettered, entry by entry, after max_deliveries)."""
         if after:
             await asyncio.wait(after)
         if self._failure is not None:
@@ -187,14 +198,11 @@ class Lane:
             occurrences = await batches.apply(
                 self.redis, self.settings, self.metrics, self.name, batch
             )
-        except UNAVAILABLE as exc:
+        except Exception as exc:
+            if not isinstance(exc, UNAVAILABLE):
+                log.exception("aggregator: partition %d batch failed", batch.partition)
+                self.metrics.failed.labels("commit").inc(len(batch))
             self._failure = self._failure or exc
-            return
-        except Exception:
-            log.exception(
-                "aggregator: partition %d batch failed; it will be retried", batch.partition
-            )
-            self.metrics.failed.labels("commit").inc(len(batch))
             return
         self.bell.put(batch.partition, occurrences)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -235,15 +243,18 @@ class Lane:
         return out
 
     async def _read_own(self) -> Read:
-        """The next page of entries delivered to this consumer and not acknowledged."""
+        """The next page of entries delivered to this consumer and not acknowledged, with their
+        delivery counts."""
         assert self._recovering is not None
         read = await self._read(None, self._recovering)
         for stream in list(self._recovering):
-            entries = read.get(self.streams[stream])
-            if entries:
-                self._recovering[stream] = entries[-1][0]
-            else:
+            partition = self.streams[stream]
+            entries = read.get(partition)
+            if not entries:
                 del self._recovering[stream]
+                continue
+            self._recovering[stream] = entries[-1][0]
+            read[partition] = await self._counted(stream, entries)
         if not self._recovering:
             self._recovering = None
         if read:
@@ -252,6 +263,19 @@ class Lane:
                 _span(self.partitions), sum(len(v) for v in read.values()),
             )  # fmt: skip
         return read
+
+    async def _counted(self, stream: str, entries: list[Entry]) -> list[Entry]:
+        """The entries with their delivery counts (XPENDING)."""
+        pending = await self.redis.xpending_range(
+            stream,
+            keys.AGGREGATOR_GROUP,
+            min=entries[0][0],
+            max=entries[-1][0],
+            count=len(entries),
+            consumername=self.name,
+        )
+        counts = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+        return [(sid, raw, counts.get(sid, 1)) for sid, raw, _ in entries]
 
     async def _reclaim(self) -> Read:
         """Take over entries idle longer than claim_idle_ms (their consumer died or failed)."""

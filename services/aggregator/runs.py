@@ -68,11 +68,16 @@ def _max(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else max(a, b)
 
 
-def _put(registers: dict[str, Any], name: str, value: Any, rank: list[Any]) -> None:
+def _put(registers: dict[str, Any], name: str, value: Any, prio: int, ts: float, eid: str) -> None:
+    """Keep `value` in the register unless it holds one of a higher rank (prio, ts, eid)."""
     if value is None or value == "":
         return
     current = registers.get(name)
-    if current is None or rank > current[0]:
+    if current is None:
+        registers[name] = [[prio, ts, eid], value]
+        return
+    rank = [prio, ts, eid]
+    if rank > current[0]:
         registers[name] = [rank, value]
 
 
@@ -83,7 +88,8 @@ def get(facts: Facts, name: str) -> Any:
 
 def merge(facts: Facts, event: Event) -> Facts:
     """A new facts dict with one event folded in (the input is not modified)."""
-    out = dict(facts, reg=dict(facts["reg"]), feedback=dict(facts["feedback"]))
+    out = dict(facts)
+    out["reg"] = dict(facts["reg"])  # `feedback` is copied when an event changes it
     ts = event.timestamp
     out["n"] = facts["n"] + 1
     out["nf"] = facts.get("nf", 0) + (1 if event.failed else 0)
@@ -100,14 +106,14 @@ def merge(facts: Facts, event: Event) -> Facts:
 def _merge_llmonitor(out: Facts, lm: dict[str, Any], ts: float, eid: str) -> None:
     kind = str(lm.get("event") or "")
     reg = out["reg"]
-    base = [1, ts, eid]
-    _put(reg, "name", lm.get("name"), [2 if kind == "start" else 1, ts, eid])
-    _put(reg, "type", lm.get("type"), base)
-    _put(reg, "app", lm.get("app"), base)
-    _put(reg, "parent", lm.get("parentRunId"), base)
-    _put(reg, "input", lm.get("input"), [2 if kind == "start" else 1, ts, eid])
-    _put(reg, "extra", lm.get("extra"), [2 if kind == "start" else 1, ts, eid])
-    _put(reg, "output", lm.get("output"), [2 if kind == "end" else 1, ts, eid])
+    start = 2 if kind == "start" else 1
+    _put(reg, "name", lm.get("name"), start, ts, eid)
+    _put(reg, "type", lm.get("type"), 1, ts, eid)
+    _put(reg, "app", lm.get("app"), 1, ts, eid)
+    _put(reg, "parent", lm.get("parentRunId"), 1, ts, eid)
+    _put(reg, "input", lm.get("input"), start, ts, eid)
+    _put(reg, "extra", lm.get("extra"), start, ts, eid)
+    _put(reg, "output", lm.get("output"), 2 if kind == "end" else 1, ts, eid)
     if kind == "start":
         out["running"] = True
         out["start"] = _min(out["start"], ts)
@@ -116,28 +122,29 @@ def _merge_llmonitor(out: Facts, lm: dict[str, Any], ts: float, eid: str) -> Non
         out["end"] = _max(out["end"], ts)
     if kind == "error":
         out["failed"] = True
-        _put(reg, "error", lm.get("error") or {"message": "error"}, base)
+        _put(reg, "error", lm.get("error") or {"message": "error"}, 1, ts, eid)
     usage = lm.get("tokensUsage")
     if isinstance(usage, dict):
-        rank = [2 if kind == "end" else 1, ts, eid]
-        _put(reg, "tokens_p", _count(usage.get("prompt")), rank)
-        _put(reg, "tokens_c", _count(usage.get("completion")), rank)
+        end = 2 if kind == "end" else 1
+        _put(reg, "tokens_p", _count(usage.get("prompt")), end, ts, eid)
+        _put(reg, "tokens_c", _count(usage.get("completion")), end, ts, eid)
     tags = lm.get("tags")
     if isinstance(tags, list) and tags:
         out["tags"] = sorted(set(out["tags"]) | {str(t) for t in tags})
     feedback = lm.get("feedback")
     if isinstance(feedback, dict):
+        registers = out["feedback"] = dict(out["feedback"])
         for key, value in feedback.items():
-            _put(out["feedback"], str(key), value, base)
+            _put(registers, str(key), value, 1, ts, eid)
 
 
 def _merge_session(out: Facts, event: Event, ts: float) -> None:
     reg, eid, status = out["reg"], event.id, event.status
-    _put(reg, "name", event.data.get("command"), [2 if status == "start" else 1, ts, eid])
-    _put(reg, "model", event.model, [1, ts, eid])
+    _put(reg, "name", event.data.get("command"), 2 if status == "start" else 1, ts, eid)
+    _put(reg, "model", event.model, 1, ts, eid)
     meta = event.metadata
-    _put(reg, "input", meta.get("prompt"), [1, ts, eid])
-    _put(reg, "output", meta.get("response", meta.get("output")), [1, ts, eid])
+    _put(reg, "input", meta.get("prompt"), 1, ts, eid)
+    _put(reg, "output", meta.get("response", meta.get("output")), 1, ts, eid)
     if status in ("start", "running"):
         out["running"] = True
     if status == "start":
@@ -149,7 +156,7 @@ def _merge_session(out: Facts, event: Event, ts: float) -> None:
         out["failed"] = True
         message = meta.get("error") or meta.get("message") or "failed"
         error = message if isinstance(message, dict) else {"message": str(message)}
-        _put(reg, "error", error, [1, ts, eid])
+        _put(reg, "error", error, 1, ts, eid)
     prompt, completion = webhook_tokens(event)
     out["wp"] = out["wp"] + prompt
     out["wc"] = out["wc"] + completion

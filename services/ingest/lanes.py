@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -22,12 +23,55 @@ from typing import Any
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ResponseError
 
 from shared.redis import Client
+
+try:  # redis-py's own hiredis parser (private names: checked, with a fallback)
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+    from redis._parsers.hiredis import _AsyncHiredisParser as _HiredisParser
+except ImportError:  # pragma: no cover - another redis-py layout: read one by one
+    _HiredisParser = None  # type: ignore[assignment,misc]
+    _NOT_ENOUGH_DATA = None
 
 log = logging.getLogger(__name__)
 
 REFRESH_EVERY_S = 0.25  # at most this often, the cluster's slot table is read again
+_FOREVER = math.inf  # read_response: no per-reply timer (the publisher's round trip has one)
+
+
+async def read_replies(conn: AbstractConnection, count: int) -> list[Any]:
+    """The next `count` replies on `conn`; a refused command's reply is its exception, returned,
+    not raised. With redis-py's hiredis parser (the pinned setup) the replies are taken from its
+    reader in one loop, about a microsecond cheaper per reply than `read_response` (which
+    re-checks the connection and builds an error label each time); otherwise one by one."""
+    parser = getattr(conn, "_parser", None)
+    if _HiredisParser is None or not isinstance(parser, _HiredisParser):
+        return await _one_by_one(conn, count)
+    reader, stream = parser._reader, parser._stream
+    replies: list[Any] = []
+    while len(replies) < count:
+        reply = reader.gets()
+        if reply is _NOT_ENOUGH_DATA:
+            data = await stream.read(65536)
+            if not data:
+                raise ConnectionError("connection closed by the server")
+            reader.feed(data)
+            continue
+        if isinstance(reply, ConnectionError):  # e.g. a LOADING reply: the server is not ready
+            raise reply
+        replies.append(reply)
+    return replies
+
+
+async def _one_by_one(conn: AbstractConnection, count: int) -> list[Any]:
+    replies: list[Any] = []
+    for _ in range(count):
+        try:
+            replies.append(await conn.read_response(timeout=_FOREVER))
+        except ResponseError as exc:  # refused (OOM, WRONGTYPE, MOVED...): this command only
+            replies.append(exc)
+    return replies
 
 
 class PoolLink:

@@ -7,7 +7,10 @@ event into a `Normalized` — the DashboardEvent dict that goes into the events 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +41,8 @@ _ORJSON_MAX_DEPTH = 254
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LEAP_SECOND = re.compile(r"(T|t| )(\d\d):(\d\d):60")
+# What format_timestamp writes for a whole millisecond in UTC (ASCII digits only).
+_STORED_FORM = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
 
 
 @dataclass(slots=True)
@@ -102,8 +107,16 @@ def format_timestamp(moment: datetime) -> str:
 
 def now_timestamp() -> str:
     """The receive time, to the millisecond (as clients' own timestamps usually are)."""
-    now = datetime.now(UTC)
-    return format_timestamp(now.replace(microsecond=now.microsecond // 1000 * 1000))
+    now = time.time()
+    second = int(now)
+    return f"{_utc_second(second)}.{min(999, int((now - second) * 1000)):03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    """`YYYY-MM-DDTHH:MM:SS` of an epoch second (memoised: a busy second asks thousands of
+    times)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 def parse_timestamp(value: Any) -> str:
@@ -112,6 +125,11 @@ def parse_timestamp(value: Any) -> str:
     A string without an offset is read as UTC. Raises ValueError with a client-facing message.
     """
     if isinstance(value, str):
+        # Most clients already send the stored form: check it is a real moment, keep it as is.
+        if len(value) == 24 and _STORED_FORM.fullmatch(value) is not None:
+            with contextlib.suppress(ValueError):  # e.g. 23:59:60 or Feb 30: the long way
+                datetime.fromisoformat(value)
+                return value
         moment = _parse_iso(value)
     elif isinstance(value, int | float) and not isinstance(value, bool):
         try:

@@ -24,7 +24,6 @@ XADD never trims: the aggregator trims only what its consumer group acknowledged
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from typing import Any
 
@@ -33,13 +32,12 @@ from redis.exceptions import (
     ClusterDownError,
     MasterDownError,
     MovedError,
-    ResponseError,
     TryAgainError,
 )
 
 from services.ingest import resp
 from services.ingest.deadline import Watchdog
-from services.ingest.lanes import Lane, Router
+from services.ingest.lanes import Lane, Router, read_replies
 from services.ingest.metrics import IngestMetrics
 from shared.errors import Unavailable
 from shared.keys import EVENT_FIELD
@@ -58,7 +56,6 @@ _REROUTE = (MovedError, AskError, ClusterDownError, TryAgainError, MasterDownErr
 # WAIT's own timeout leaves this share of the time left to the request's deadline, so that "not
 # enough replicas" is answered as such (and in time) rather than as a timeout.
 WAIT_MARGIN = 0.2
-_FOREVER = math.inf  # read_response: no per-reply timer; the round trip has one
 
 
 class NotReplicated(Exception):
@@ -268,11 +265,7 @@ class Publisher:
             async with asyncio.timeout(self._timeout_s):
                 conn = await link.acquire()
                 await conn.send_packed_command(commands, check_health=False)
-                for _ in range(len(commands)):
-                    try:
-                        replies.append(await conn.read_response(timeout=_FOREVER))
-                    except ResponseError as exc:  # refused (OOM, WRONGTYPE, MOVED...): this one
-                        replies.append(exc)
+                replies = await read_replies(conn, len(commands))
         except BaseException as exc:
             if conn is not None:  # unread replies may be on the way: never reuse it as is
                 await conn.disconnect(nowait=True)

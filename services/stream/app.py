@@ -1,7 +1,9 @@
 """The stream gateway: live SSE feeds, system snapshots, the read APIs and the dashboard.
 
 One feed reader per process (`Hub.run`, a background task) serves every SSE client of the
-process; `/readyz` reports ready once it has connected and Redis answers.
+process; `/readyz` reports ready once it has connected and Redis answers. On a Redis Cluster its
+lanes (one blocked XREAD per feed stream) get a client of their own, sized for them, so that
+they never take the connections the read APIs and replays need.
 """
 
 from __future__ import annotations
@@ -10,17 +12,26 @@ from services.stream import dashboard, reads, routes, system
 from services.stream.hub import Hub
 from services.stream.limits import StreamLimits
 from services.stream.metrics import StreamMetrics
-from shared.redis import ping
+from shared import keys
+from shared.redis import connect, per_slot_reads, ping
 from shared.service import Context, Service
 
 
 def create_service(ctx: Context) -> Service:
     metrics = StreamMetrics.create(ctx.registry)
-    hub = Hub(ctx.redis, ctx.settings, metrics, ctx.stopping)
+    lanes = None
+    if per_slot_reads(ctx.redis) and ctx.settings.redis_url:
+        streams = len(keys.feed_streams(ctx.settings.partitions))
+        lanes = connect(ctx.settings, max_connections=streams + 8)  # per master: ample
+    hub = Hub(ctx.redis, ctx.settings, metrics, ctx.stopping, lanes=lanes)
     gateway = routes.Gateway(ctx.settings, hub, StreamLimits(), metrics)
 
     async def feed_reader() -> None:
         await hub.run()
+
+    async def close_lanes() -> None:
+        if lanes is not None:
+            await lanes.aclose()
 
     async def ready() -> str | None:
         if not await ping(ctx.redis):
@@ -44,6 +55,7 @@ def create_service(ctx: Context) -> Service:
             ("GET", routes.STREAM_PATH, gateway.stream),
         ],
         tasks=[feed_reader],
+        on_shutdown=[close_lanes],
         streaming_paths=routes.FEED_PATHS,
         ready=ready,
         state={"hub": hub, "gateway": gateway, "metrics": metrics},

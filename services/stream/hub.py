@@ -15,8 +15,9 @@ subscriber. A subscriber added now gets every entry after `subscribe()`'s vector
 client replays from Redis up to that vector, then takes the live frames.
 
 A subscriber's queue holds `settings.sse_queue_frames` frames; when a push finds it full the
-subscriber is marked dropped and removed (its writer then closes the connection). The hub never
-awaits a client.
+subscriber is marked dropped and removed (its socket is aborted). The hub never awaits a client.
+A ticker task wakes idle writers for their pings and drops the clients whose socket closed or
+whose write has been stuck past the send timeout, so a client needs no timer or task of its own.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ BLOCK_MS = 1000  # idle wait of one XREAD
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 2.0
 EPOCH_CHECK_S = 1.0  # the epoch is re-read this often, and at once when a lane reconnects
-TICK_S = 1.0  # idle writers are woken for their ping (and gone clients dropped) this often
+TICK_S = 1.0  # pings, departed clients and send timeouts are checked this often (at most)
 MAX_SLICE = 256  # entries fanned out between two yields to the writers
 EPOCH_LANE = "epoch"
 
@@ -73,9 +74,10 @@ async def cancel(*tasks: asyncio.Future[Any]) -> None:
 class Hub:
     def __init__(
         self, redis: Client, settings: Settings, metrics: StreamMetrics, stopping: asyncio.Event,
-        *, per_stream: bool | None = None,
+        *, per_stream: bool | None = None, lanes: Client | None = None,
     ) -> None:  # fmt: skip
-        self.redis = redis
+        self.redis = redis  # start-up, epoch, replays
+        self.lanes = lanes or redis  # the lanes' blocking XREADs
         self.settings = settings
         self.metrics = metrics
         self.stopping = stopping
@@ -220,7 +222,7 @@ class Hub:
         backoff = BACKOFF_MIN_S
         while not self.stopping.is_set():
             try:
-                reply = await self.redis.xread(positions, count=READ_COUNT, block=BLOCK_MS)  # type: ignore[arg-type]
+                reply = await self.lanes.xread(positions, count=READ_COUNT, block=BLOCK_MS)  # type: ignore[arg-type]
             except Exception as exc:  # noqa: BLE001 - see _failed: any failed read is retried
                 self._failed(lane, exc)
                 await self._pause(backoff)
@@ -279,16 +281,21 @@ class Hub:
             sub.drop("slow")
 
     async def _tick(self) -> None:
-        """One task for the process instead of a timer and a listener task per client: wake the
-        idle writers whose ping is due, drop those whose client has gone (socket closed)."""
+        """One task for the process instead of timers and a listener task per client: wake the
+        idle writers whose ping is due; drop those whose client has gone (socket closed) and
+        those whose write has waited longer than the send timeout."""
         loop = asyncio.get_running_loop()
+        settings = self.settings
         while not self.stopping.is_set():
-            await self._pause(min(TICK_S, self.settings.sse_ping_s / 2))
+            await self._pause(min(TICK_S, settings.sse_ping_s / 2, settings.sse_send_timeout_s / 2))
             now = loop.time()
             for sub in self._everyone():
                 if sub.gone():
                     self.unsubscribe(sub)
                     sub.drop("left")
+                elif sub.sending and now - sub.sending > settings.sse_send_timeout_s:
+                    self.unsubscribe(sub)
+                    sub.drop("timeout")
                 elif sub.next_ping <= now:
                     sub.wake()
 

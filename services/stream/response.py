@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from operator import attrgetter
@@ -33,7 +34,7 @@ from starlette.types import Receive, Scope, Send
 from services.stream import feeds, replay, sse
 from services.stream.feeds import Feed, Frame
 from services.stream.hub import cancel
-from services.stream.subscriber import Subscriber
+from services.stream.subscriber import SLOW, Subscriber
 from shared import cursor
 from shared.cursor import StreamId
 from shared.redis import UNAVAILABLE
@@ -113,10 +114,9 @@ class SseResponse(Response):
             open_gauge.dec()
             gateway.limits.release(sub.ip)
         reason = sub.dropped
-        if reason in ("slow", "timeout"):
+        if reason in SLOW:
             gateway.metrics.clients_dropped.labels(reason).inc()
-            if transport is not None:
-                transport.abort()
+            if transport is not None:  # aborted by drop()
                 await asyncio.sleep(0)  # let the server see the connection lost before we return
         elif reason != "left":
             # shutting down, or Redis failed mid-replay: end the response properly; the client
@@ -130,19 +130,29 @@ class SseResponse(Response):
         self.sub.drop("left")
 
     async def _send(self, send: Send, chunk: bytes) -> None:
-        try:
-            async with asyncio.timeout(self.gateway.settings.sse_send_timeout_s):
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except TimeoutError:
-            self.sub.drop("timeout")
-            raise _Gone from None
-        if self.sub.gone():
-            self.sub.drop("left")
-        if self.sub.dropped is not None:
-            raise _Gone(self.sub.dropped)
+        sub, message = self.sub, {"type": "http.response.body", "body": chunk, "more_body": True}
+        if sub.next_ping != math.inf and sub.transport is not None:
+            # Live, with a transport: the hub's ticker enforces the send timeout (and aborts the
+            # socket, which ends the write), so most writes, which do not wait, cost no timer.
+            sub.sending = asyncio.get_running_loop().time()
+            try:
+                await send(message)
+            finally:
+                sub.sending = 0.0
+        else:
+            try:
+                async with asyncio.timeout(self.gateway.settings.sse_send_timeout_s):
+                    await send(message)
+            except TimeoutError:
+                sub.drop("timeout")
+                raise _Gone from None
+        if sub.gone():
+            sub.drop("left")
+        if sub.dropped is not None:
+            raise _Gone(sub.dropped)
 
     def _sent(self, count: int) -> None:
-        self.gateway.metrics.events_sent.labels(self.sub.feed.value).inc(count)
+        self.gateway.sent[self.sub.feed].inc(count)
 
     async def _write(self, send: Send) -> None:
         plan, hub = self.plan, self.gateway.hub

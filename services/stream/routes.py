@@ -11,9 +11,10 @@ EventSource that reconnects with it (`?lastEventId=`) is not stuck on an error.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Query, Request
+from prometheus_client import Counter
 from starlette.datastructures import QueryParams
 from starlette.responses import Response
 
@@ -77,6 +78,10 @@ class Gateway:
     hub: Hub
     limits: StreamLimits
     metrics: StreamMetrics
+    sent: dict[Feed, Counter] = field(init=False)  # events_sent per feed, looked up once
+
+    def __post_init__(self) -> None:
+        self.sent = {feed: self.metrics.events_sent.labels(feed.value) for feed in Feed}
 
     def plan(self, last_id: str | None, snapshot: int) -> Plan:
         if not last_id:

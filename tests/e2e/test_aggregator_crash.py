@@ -23,7 +23,7 @@ from shared.settings import Settings
 from tests.aggregator_support import llmonitor, publish, webhook
 from tests.helpers import free_port
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.both_redis]
 
 PARTITIONS = 4
 TOTAL = 20_000

@@ -81,9 +81,17 @@ def started(
             time.sleep(0.1)
         yield proc, url
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # a failed test: stop it as a user would, Redis included
+            children = psutil.Process(proc.pid).children(recursive=True)
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            for child in children:
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
         log.close()
 
 

@@ -1,6 +1,7 @@
 """End to end in one process, as `llmwatch up` runs it: post the seed events through ingest, the
 aggregator folds them, and both SSE feeds carry them; the notification bell's REST calls push
-`notification.updated` and `notifications.unread_count_changed` live."""
+`notification.updated` and `notifications.unread_count_changed` live. On one Redis and on a
+3-master cluster (6 partitions)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from shared.samples import DEMO_APP, all_samples
 from shared.settings import Settings
 from tests.integration.sse_support import Feed, Received, feed, hub_of, serve, until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.both_redis]
 
 ALL = ("ingest", "aggregator", "stream", "metrics")
 
@@ -67,9 +68,12 @@ async def test_posted_events_reach_both_feeds_and_the_bell_updates_live(
         assert posted_ids <= {e["id"] for e in dashboard}
         for e in dashboard:
             assert {"id", "timestamp", "event_type", "command", "status", "metadata"} <= set(e)
-        # a late LLM Watcher client: the newest history events first, as the feed carried them
+        # a late LLM Watcher client: the newest history events first (oldest of them first)
+        newest = (await client.get("/api/history", params={"limit": 5})).json()["items"]
         async with feed(client, "/api/events?snapshot=5") as late:
-            assert [m.data for m in await late.take(5)] == [m.data for m in plain[-5:]]
+            snapshot = [orjson.loads(m.data) for m in await late.take(5)]
+        assert snapshot == newest[::-1]
+        assert {orjson.dumps(e) for e in snapshot} <= {orjson.dumps(e) for e in dashboard}
 
         named = await collect(stream, lambda got: (
             sum(r.event == "event" for r in got) >= expected

@@ -61,12 +61,19 @@ async def test_seed_events_reach_every_read_api(make_settings: Callable[..., Set
 
         runs = (await http.get("/api/runs")).json()
         by_task = {r["task_name"]: r for r in runs["items"]}
-        assert runs["total"] == 4 and set(by_task) == {"weather-agent", "gpt-4o", "get_weather", "chat"}
+        assert runs["total"] == 4 and set(by_task) == {
+            "weather-agent",
+            "gpt-4o",
+            "get_weather",
+            "chat",
+        }
         agent = (await http.get(f"/api/runs/{by_task['weather-agent']['id']}")).json()
         assert sorted(c["task_name"] for c in agent["children"]) == ["get_weather", "gpt-4o"]
         llm = next(c for c in agent["children"] if c["task_name"] == "gpt-4o")
         assert llm["feedback"] == {"thumbs": "up"} and llm["tokens"]["estimated"] is False
-        assert by_task["chat"]["status"] == "ended" and by_task["chat"]["tokens"]["completion"] == 64
+        assert (
+            by_task["chat"]["status"] == "ended" and by_task["chat"]["tokens"]["completion"] == 64
+        )
 
         bell = (await http.get("/api/notifications")).json()
         assert sorted(n["title"] for n in bell["items"]) == ["ask failed", "get_weather failed"]

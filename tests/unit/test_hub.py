@@ -236,3 +236,37 @@ async def test_a_waiting_writer_is_woken_by_a_push_a_drop_or_a_notice() -> None:
         act()
         await asyncio.wait_for(waiter, 1)
         assert sub.waiter is None
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.closing = False
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+async def test_the_ticker_wakes_writers_due_a_ping_and_drops_clients_that_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hub_module, "TICK_S", 0.01)
+    h = make_hub()
+    loop = asyncio.get_running_loop()
+    due, later, left = (Subscriber(Feed.STREAM, None, "ip", 10) for _ in range(3))
+    for sub in (due, later, left):
+        sub.transport = Transport()
+        sub.waiter = loop.create_future()
+        h.subscribe(sub)
+    due.next_ping = loop.time()
+    later.next_ping = loop.time() + 3600
+    waiting_later = later.waiter
+    left.transport.closing = True
+    ticker = asyncio.create_task(h._tick())
+    try:
+        await asyncio.wait_for(asyncio.gather(due.waiter, left.waiter), 1)
+        assert left.dropped == "left" and due.dropped is None
+        assert h.subscribers == 2
+        assert not waiting_later.done()
+    finally:
+        h.stopping.set()
+        await hub_module.cancel(ticker)
