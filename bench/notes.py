@@ -68,18 +68,27 @@ pre-packed commands, and relying on the publish timeout around the whole round t
 a per-reply socket timeout.
 """,
     "aggregator": """
-**What bounds it: the aggregator's own work per event and its round trips, not Redis.** The
-reference drain (same stream, same Redis, no processing) shows how fast Redis hands events out
-and takes acknowledgements. The CPU line shows how busy the aggregator and Redis were during
-the drain: whatever is left of the wall time is waiting (round trips per batch, or a shared
-machine). The Redis command line counts what each 1,000 events cost Redis (writes per event,
-scripts per batch); the py-spy lines show where the aggregator's own core goes (parsing,
-folding, building the commit).
-*What would move it:* fewer round trips per batch (the read of state, the commit and the XACK
-in one script or one MULTI), larger batches while there is backlog, overlapping the next
-XREADGROUP with the current commit, fewer Redis writes per event (each history/feed/run write
-is a command), EVALSHA instead of sending script text, and cheap gauges (no XRANGE to count
-lag).
+**What bounds it: CPU per event on both sides, on the same two cores.** The reference drain
+hands out and acknowledges entries and writes nothing: a few µs of Redis time per event. The
+aggregator must, per event, parse it, fold it (counters, run facts, history item) and encode
+its share of the commit in Python (about 40–50 µs of CPU here), and Redis must write a history
+member and its data, three history-index entries, a feed entry, a dedup marker and the XACK,
+plus per run and batch the run hash, its index moves and its `run.*` feed entries (about 40 µs
+here: half in the ZADDs and XADDs themselves, half in the commit script calling them). The
+CPU line shows both processes; on two cores (shared with anything else running) the rate is
+about one over their sum, less what overlapping commits hides (a commit folds in Python while
+the previous one runs in Redis). The Redis command line counts what each 1,000 events cost;
+the py-spy lines show the aggregator's own share. A ratio of 0.3 to a drain that writes nothing
+is out of reach for this data model in one process.
+*Done:* commit scripts by SHA with flat arguments (no JSON decoding in Lua), the XACK inside the
+commit (one round trip less), pre-aggregated counters (one HINCRBY per distinct field), compact
+run records (index moves and feed entries as codes, the feed data built in Lua), commands packed
+by hiredis, overlapping commits of different runs, the garbage collector kept off the
+long-lived tables (it took a third of the CPU), lag from XINFO instead of XRANGE.
+*What would move it:* fewer Redis writes per event (history indexes by `source` and
+`event_type` answered by scanning instead of written; one `run.*` entry per run and batch), the
+fold in compiled code, Redis and the aggregator each on their own core, several aggregator
+processes (replicas share the partitions) and partitions spread over shards (the shards figure).
 """,
     "sse_latency": """
 **What bounds it: the three hops and their batching, and five processes sharing 2 cores.** An

@@ -83,6 +83,17 @@ def nanos(model: str | None, prompt: int, completion: int) -> int | None:
     return None if price is None else to_nanos(price)
 
 
+def usd(model: str | None, prompt: int, completion: int) -> float | None:
+    """`float(cost_usd(model, prompt, completion))`: both round the same exact price."""
+    if not model:
+        return None
+    units = _nano_units(model)
+    if units is not None:
+        return (units[0] * prompt + units[1] * completion) / NANOS
+    price = cost_usd(model, prompt, completion)
+    return None if price is None else float(price)
+
+
 def to_nanos(cost: Decimal | None) -> int:
     return 0 if cost is None else int((cost * NANOS).to_integral_value())
 

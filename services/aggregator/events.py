@@ -35,6 +35,7 @@ class Event:
 
     stream_id: str  # the events-stream entry id, `ms-seq`
     ms: int  # arrival time (ms) from the entry id: deterministic across redeliveries
+    seq: int  # the entry id's sequence number
     raw: bytes  # the stored JSON; reused as-is for history and the feed when unchanged
     data: dict[str, Any]
     id: str
@@ -79,7 +80,7 @@ def parse(stream_id: str, raw: bytes) -> Event:
         raise BadEvent(f"not JSON: {exc}") from exc
     if not isinstance(data, dict) or data.get("id") in (None, ""):
         raise BadEvent("not a DashboardEvent object with an id")
-    ms, _, _ = stream_id.partition("-")
+    ms, _, seq = stream_id.partition("-")
     event_id = str(data["id"])
     meta = data.get("metadata")
     if not isinstance(meta, dict):
@@ -89,6 +90,7 @@ def parse(stream_id: str, raw: bytes) -> Event:
     return Event(
         stream_id=stream_id,
         ms=int(ms),
+        seq=int(seq or 0),
         raw=raw,
         data=data,
         id=event_id,

@@ -13,11 +13,10 @@ from typing import Any
 
 import orjson
 
+from services.aggregator import alerts, runs
 from services.aggregator import events as ev
-from services.aggregator import runs
 from services.aggregator.cost import nanos as cost_nanos
 from services.aggregator.counters import ERR, N, Tally
-from shared import history as hist
 from shared import stats
 from shared.notifications import Occurrence
 
@@ -170,16 +169,21 @@ def _effect(
             facts = None
         ev.complete_name(event, runs.get(facts, "name") if facts else None)
         new_facts = runs.merge(facts or runs.new_facts(run_id, kind), event)
-        step = (run_id, new_facts, runs.lifecycle(facts, new_facts), previous, before, was_ms)
-        newly_failed = (
-            runs.facts_state(new_facts) == "failed" and runs.facts_state(facts) != "failed"
+        old, new = runs.facts_state(facts), runs.facts_state(new_facts)
+        step = (
+            run_id,
+            new_facts,
+            runs.transitions(facts is None, old, new),
+            previous,
+            before,
+            was_ms,
         )
-        if kind == "llmonitor" and newly_failed:
-            occurrences.append(_run_failed(new_facts, event))
+        if kind == "llmonitor" and new == "failed" and old != "failed":
+            occurrences.append(alerts.run_failed(new_facts, event))
     if event.source == ev.LLMONITOR:
         return step, occurrences, None
     if event.failed:
-        occurrences.append(_event_failed(event))
+        occurrences.append(alerts.event_failed(event))
     prompt, completion = ev.webhook_tokens(event)
     model = event.model
     nanos = cost_nanos(model, prompt, completion) if model and (prompt or completion) else None
@@ -242,7 +246,8 @@ def _accumulate(
     indexes = [("event_type", event.event_type), ("source", event.source)]
     if event.model:
         indexes.append(("model", event.model))
-    ws.history.append((hist.key(event.stream_id), event.encoded(), indexes))
+    # the history member (shared/history.py's `key`), from the parsed entry id
+    ws.history.append((f"{event.ms:016x}{event.seq:016x}", event.encoded(), indexes))
     if step is not None:
         run_id, facts, names, change, before, was_ms = step
         if change is None:
@@ -269,43 +274,3 @@ def _run_feed(change: RunChange) -> list[str]:
     if not chosen and change.view != change.before:
         chosen = ["run.updated"]  # e.g. feedback, output, tokens
     return chosen
-
-
-def _message(error: Any) -> str:
-    if isinstance(error, dict):
-        return str(error.get("message") or error)
-    return str(error) if error else ""
-
-
-def _run_failed(facts: runs.Facts, event: ev.Event) -> Occurrence:
-    task = runs.get(facts, "name") or runs.get(facts, "type") or "run"
-    return Occurrence(
-        kind="run.failed",
-        severity="error",
-        task_name=str(task),
-        end_reason="failed",
-        title=f"{task} failed",
-        body=_message(runs.get(facts, "error")) or f"run {facts['id']} failed",
-        run_id=facts["id"],
-        occurred_at=event.timestamp,
-        dedup_id=event.id,
-    )
-
-
-def _event_failed(event: ev.Event) -> Occurrence:
-    command = str(event.data.get("command") or event.event_type or "event")
-    meta = event.metadata
-    body = _message(meta.get("error") or meta.get("message")) or (
-        f"{event.event_type} event with status {event.status}"
-    )
-    return Occurrence(
-        kind="run.failed",
-        severity="error",
-        task_name=command,
-        end_reason="failed",
-        title=f"{command} failed",
-        body=body,
-        run_id=ev.session_id(event) or event.id,
-        occurred_at=event.timestamp,
-        dedup_id=event.id,
-    )

@@ -106,12 +106,12 @@ class Lane:
             try:
                 await self.step(None)
                 await self.settle()
-            except UNAVAILABLE:
-                log.warning("aggregator: could not apply the last batch; it will be reclaimed")
+            except Exception as exc:  # noqa: BLE001 - stopping anyway: left pending, reclaimed
+                log.warning("aggregator: last batch not applied (%s); it will be reclaimed", exc)
 
     async def step(self, block_ms: int | None) -> int:
         """One iteration: reclaim (when due), read, hand the batch to commit tasks. Returns the
-        entries handed over. Raises the Redis error of a failed commit task, once."""
+        entries handed over. Raises the error of a failed commit task, once."""
         self._raise_failure()
         if not self.groups_ready:
             await self.ensure_groups()

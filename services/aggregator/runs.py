@@ -23,7 +23,7 @@ import logging
 from typing import Any
 
 from services.aggregator import cost, tokens
-from services.aggregator.events import Event, llmonitor, webhook_tokens
+from services.aggregator.events import Event, webhook_tokens
 from shared.times import rfc3339
 
 log = logging.getLogger(__name__)
@@ -95,9 +95,8 @@ def merge(facts: Facts, event: Event) -> Facts:
     out["nf"] = facts.get("nf", 0) + (1 if event.failed else 0)
     out["created"] = _min(facts["created"], ts)
     out["first_ms"] = event.ms if facts["first_ms"] is None else min(facts["first_ms"], event.ms)
-    lm = llmonitor(event)
-    if lm is not None:
-        _merge_llmonitor(out, lm, ts, event.id)
+    if event.run is not None and event.run[1] == "llmonitor":
+        _merge_llmonitor(out, event.metadata, ts, event.id)
     else:
         _merge_session(out, event, ts)
     return out
@@ -209,7 +208,7 @@ def render(facts: Facts) -> dict[str, Any]:
     prompt, completion, estimated = run_tokens(facts)
     model = run_model(facts)
     try:
-        price = cost.cost_usd(model, prompt, completion) if model else None
+        price = cost.usd(model, prompt, completion) if model else None
     except Exception:
         log.warning("cost lookup failed for %r", model, exc_info=True)
         price = None
@@ -235,7 +234,7 @@ def render(facts: Facts) -> dict[str, Any]:
         "error": get(facts, "error"),
         "feedback": {k: v[1] for k, v in sorted(facts["feedback"].items())} or None,
         "tokens": {"prompt": prompt, "completion": completion, "estimated": estimated},
-        "cost_usd": float(price) if price is not None else None,
+        "cost_usd": price,
         "events": facts["n"],
         "failed_events": facts.get("nf", 0),
     }
@@ -261,10 +260,14 @@ def state(view: dict[str, Any] | None) -> str | None:
 
 def lifecycle(before: Facts | None, after: Facts) -> list[str]:
     """Feed events for one change: run.created, run.started, run.completed|failed, run.updated."""
+    return transitions(before is None, facts_state(before), facts_state(after))
+
+
+def transitions(created: bool, old: str | None, new: str | None) -> list[str]:
+    """`lifecycle` from the states before and after (see facts_state)."""
     names: list[str] = []
-    if before is None:
+    if created:
         names.append("run.created")
-    old, new = facts_state(before), facts_state(after)
     if new == "running" and old is None:
         names.append("run.started")
     if new in ("completed", "failed") and old != new:

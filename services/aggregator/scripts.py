@@ -82,7 +82,8 @@ return out
 #   buckets (key) | run index keys (key) |
 #   runs (id, version read, new version, first ms, facts, view, index ops, feed codes, error) |
 #   acks (entry id) | counters (field, amount) | eps (key, amount) | history (member, json) |
-#   indexes (key, m, m members) | children (key, child) | outbox (dedup id, json)
+#   indexes (key, positions) | children (key, child) | outbox (dedup id, json)
+# An index's positions are 2 bytes each: which history items (1-based) it holds.
 # A run's index ops are 2 bytes each: the 1-based position of a run index key, plus 32768 to
 # remove the run from it (else it is added, scored by first ms). Its feed codes are one letter
 # per `run.*` entry (FEED below), whose data is {"run": view}, plus "error" for run.failed.
@@ -113,16 +114,17 @@ end
 -- ZADD key 0 m for the members ARGV[from], ARGV[from + step], ... up to ARGV[to] (score 0:
 -- lexicographic order)
 local function zadd0(key, from, to, step)
-  local args = {}
+  local args, n = {}, 0
   for k = from, to, step do
-    args[#args + 1] = '0'
-    args[#args + 1] = ARGV[k]
-    if #args == 4000 then
-      redis.call('ZADD', key, unpack(args))
-      args = {}
+    args[n + 1] = '0'
+    args[n + 2] = ARGV[k]
+    n = n + 2
+    if n == 4000 then
+      redis.call('ZADD', key, unpack(args, 1, n))
+      n = 0
     end
   end
-  if #args > 0 then redis.call('ZADD', key, unpack(args)) end
+  if n > 0 then redis.call('ZADD', key, unpack(args, 1, n)) end
 end
 
 local markers = {}
@@ -189,10 +191,21 @@ if nh > 0 then
   chunked('HSET', KEYS[3], nil, ARGV, history, pos)
 end
 for _ = 1, count() do
-  local key, m = ARGV[pos + 1], tonumber(ARGV[pos + 2])
-  zadd0(key, pos + 3, pos + 2 + m, 1)
+  local key, positions = ARGV[pos + 1], ARGV[pos + 2]
+  local args, n = {}, 0
+  for i = 1, #positions, 2 do
+    local hi, lo = string.byte(positions, i, i + 1)
+    args[n + 1] = '0'
+    args[n + 2] = ARGV[history + 2 * (hi * 256 + lo - 1)]
+    n = n + 2
+    if n == 4000 then
+      redis.call('ZADD', key, unpack(args, 1, n))
+      n = 0
+    end
+  end
+  if n > 0 then redis.call('ZADD', key, unpack(args, 1, n)) end
   redis.call('SADD', KEYS[4], key)
-  pos = pos + 2 + m
+  pos = pos + 2
 end
 
 -- runs: facts + view + version, expiry when first seen (or seen earlier), index moves

@@ -176,15 +176,14 @@ def _commit_args(
     for second, n in ws.eps.items():
         out += (keys.eps_key(p, second), n)
     out.append(len(ws.history))
-    by_index: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for member, raw, indexes in ws.history:
+    by_index: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for position, (member, raw, indexes) in enumerate(ws.history, 1):
         out += (member, raw)
         for index in indexes:
-            by_index[index].append(member)
+            by_index[index].append(position)
     out.append(len(by_index))
-    for (field, value), members in by_index.items():
-        out += (keys.history_index(p, field, value), len(members))
-        out += members
+    for (field, value), positions in by_index.items():
+        out += (keys.history_index(p, field, value), struct.pack(f">{len(positions)}H", *positions))
     out.append(len(ws.children))
     for parent, child in ws.children:
         out += (keys.run_children(p, parent), child)
@@ -217,14 +216,13 @@ def _run_args(
     in the key list (the index of all runs first: a run enters it, and gets its expiry, when
     first seen or when an earlier event moved its first arrival)."""
     index_keys = [keys.runs_index(p)]
-    position = {index_keys[0]: 1}
+    position: dict[tuple[str, str], int] = {}
 
     def at(field: str, value: str) -> int:
-        key = keys.runs_index(p, field, value)
-        found = position.get(key)
+        found = position.get((field, value))
         if found is None:
-            index_keys.append(key)
-            found = position[key] = len(index_keys)
+            index_keys.append(keys.runs_index(p, field, value))
+            found = position[(field, value)] = len(index_keys)
         return found
 
     out: list[Any] = []

@@ -16,7 +16,7 @@ from services.ingest.metrics import IngestMetrics
 from services.ingest.publisher import Publisher
 from services.ingest.ratelimit import RateLimiter
 from services.ingest.routes import LLMONITOR_PATHS, WATCHER_PATH, Ingest, create_router
-from shared.redis import connect, per_slot_reads
+from shared.redis import connect
 from shared.service import Context, Service
 
 
@@ -25,12 +25,13 @@ def create_service(ctx: Context) -> Service:
     metrics = IngestMetrics(ctx.registry)
     timeout_s, retry_after = settings.publish_timeout_s, settings.retry_after_s
     watchdog = Watchdog()  # the one timer behind every request's body-read and publish deadline
-    # On a cluster the publisher gets a client of its own: redis-py's cluster pipelines (used
+    # The publisher has a client of its own. On a cluster, redis-py's cluster pipelines (used
     # elsewhere) recover from one failed node by closing every node's connections, and the
-    # publisher's in-flight round trips to healthy shards must not be among them.
-    own_client = connect(settings) if per_slot_reads(ctx.redis) else None
+    # publisher's in-flight round trips to healthy shards must not be among them. And its
+    # round trips carry their own deadline, so its connections need no per-send timer.
+    own_client = connect(settings, socket_timeout=None)
     publisher = Publisher(
-        own_client or ctx.redis,
+        own_client,
         timeout_s=timeout_s,
         retry_after_s=retry_after,
         metrics=metrics,
@@ -87,7 +88,7 @@ def create_service(ctx: Context) -> Service:
             *(("POST", path, ingest.llmonitor) for path in LLMONITOR_PATHS),
         ],
         tasks=[flusher, backlog_sampler, app_registration],
-        on_shutdown=[own_client.aclose] if own_client is not None else [],
+        on_shutdown=[own_client.aclose],
         ready=ready,
         state={"ingest": ingest, "publisher": publisher, "registry": registry, "backlog": backlog},
     )

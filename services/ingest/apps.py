@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter
-from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -26,6 +25,7 @@ from services.ingest.body import check_content_type, parse_json, read_body
 from services.ingest.normalize import missing, now_timestamp, wrong_type
 from shared.errors import ErrorDetail, Unauthorized, Unavailable, Unprocessable
 from shared.keys import APPS
+from shared.redis import Client
 from shared.schemas import App, AppCreate, AppList, json_body, problem_responses
 from shared.settings import Settings
 
@@ -41,19 +41,19 @@ def _record(app_id: str, name: str) -> dict[str, Any]:
     return {"id": app_id, "name": name, "created_at": now_timestamp()}
 
 
-async def add_app(redis: Redis, name: str) -> dict[str, Any]:
+async def add_app(redis: Client, name: str) -> dict[str, Any]:
     """Register a new app; returns {id, name, created_at}. The id is a UUID, as Lunary's are."""
     app = _record(str(uuid.uuid4()), name)
     await redis.hset(APPS, app["id"], orjson.dumps(app))
     return app
 
 
-async def ensure_app(redis: Redis, app_id: str, name: str | None = None) -> bool:
+async def ensure_app(redis: Client, app_id: str, name: str | None = None) -> bool:
     """Register a given id unless it exists (LLMWATCH_APPS). True when newly added."""
     return bool(await redis.hsetnx(APPS, app_id, orjson.dumps(_record(app_id, name or app_id))))
 
 
-async def list_apps(redis: Redis) -> list[dict[str, Any]]:
+async def list_apps(redis: Client) -> list[dict[str, Any]]:
     rows = await redis.hgetall(APPS)
     apps = [orjson.loads(raw) for raw in rows.values()]
     return sorted(apps, key=lambda a: (a.get("created_at", ""), a.get("name", ""), a["id"]))
@@ -63,7 +63,7 @@ class AppRegistry:
     """`is_registered` with a per-process cache in front of Redis."""
 
     def __init__(
-        self, redis: Redis, configured: list[str], *, timeout_s: float, retry_after_s: int = 1
+        self, redis: Client, configured: list[str], *, timeout_s: float, retry_after_s: int = 1
     ) -> None:
         self._redis = redis
         self._configured = list(dict.fromkeys(configured))
@@ -127,7 +127,7 @@ class AppRegistry:
         await stopping.wait()
 
 
-def create_router(redis: Redis, registry: AppRegistry, settings: Settings) -> APIRouter:
+def create_router(redis: Client, registry: AppRegistry, settings: Settings) -> APIRouter:
     """POST /api/apps (201) and GET /api/apps, behind LLMWATCH_ADMIN_TOKEN when it is set."""
     router = APIRouter(tags=["apps"])
     admin_token = settings.secret("admin_token")

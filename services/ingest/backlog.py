@@ -1,7 +1,8 @@
 """Backpressure: which event-stream partitions hold more unconsumed entries than allowed.
 
-A background task samples every partition once a second (one pipeline: XLEN + XINFO GROUPS);
-requests only look at the last sample, so the check costs nothing per request. The backlog is
+A background task samples every partition once a second (XLEN + XINFO GROUPS: one pipeline on a
+single Redis, one pair of commands per partition on a cluster); requests only look at the last
+sample, so the check costs nothing per request. The backlog is
 the aggregator group's `lag` (Redis 7+), else the stream length (an upper bound: the aggregator
 trims what it acknowledged, so the length is what is unconsumed plus a small acknowledged tail).
 With no consumer group yet, it is the stream length.
@@ -14,10 +15,9 @@ import contextlib
 import logging
 from typing import Any
 
-from redis.asyncio import Redis
-
 from services.ingest.metrics import IngestMetrics
 from shared.keys import AGGREGATOR_GROUP, events_stream
+from shared.redis import Client, per_slot_reads
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def backlog_of(length: Any, groups: Any) -> int:
 class BacklogMonitor:
     def __init__(
         self,
-        redis: Redis,
+        redis: Client,
         partitions: int,
         cap: int,
         *,
@@ -59,21 +59,42 @@ class BacklogMonitor:
         return bool(self.over) and not self.over.isdisjoint(partitions)
 
     async def refresh(self) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for stream in self._streams:
-            pipe.xlen(stream)
-            pipe.xinfo_groups(stream)
-        replies = await pipe.execute(raise_on_error=False)
-        over = set()
-        for partition in range(len(self._streams)):
-            backlog = backlog_of(replies[2 * partition], replies[2 * partition + 1])
+        """Sample every partition. On a cluster each partition is asked on its own (a shard
+        that does not answer keeps its last sample; the others are still sampled); on a single
+        Redis, all in one pipeline."""
+        if per_slot_reads(self._redis):
+            replies = await asyncio.gather(
+                *(self._sample(stream) for stream in self._streams), return_exceptions=True
+            )
+        else:
+            pipe = self._redis.pipeline(transaction=False)
+            for stream in self._streams:
+                pipe.xlen(stream)
+                pipe.xinfo_groups(stream)
+            flat = await pipe.execute(raise_on_error=False)
+            replies = [(flat[2 * i], flat[2 * i + 1]) for i in range(len(self._streams))]
+        over = set(self.over)
+        for partition, reply in enumerate(replies):
+            if isinstance(reply, BaseException):
+                continue
+            backlog = backlog_of(*reply)
             if self._metrics is not None:
                 self._metrics.backlog.labels(str(partition)).set(backlog)
             if backlog > self._cap:
                 over.add(partition)
+            else:
+                over.discard(partition)
         if over != self.over:
             log.warning("event stream backlog over %d in partitions %s", self._cap, sorted(over))
         self.over = frozenset(over)
+
+    async def _sample(self, stream: str) -> tuple[Any, Any]:
+        length, groups = await asyncio.gather(
+            self._redis.xlen(stream), self._redis.xinfo_groups(stream), return_exceptions=True
+        )
+        if isinstance(length, BaseException) and isinstance(groups, BaseException):
+            raise length  # the shard did not answer: keep this partition's last sample
+        return length, groups
 
     async def run(self, stopping: asyncio.Event) -> None:
         if not self.enabled:

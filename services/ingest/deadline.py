@@ -11,8 +11,11 @@ A deadline is therefore honoured up to one resolution late.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 
 class Expiring(Protocol):
@@ -22,7 +25,7 @@ class Expiring(Protocol):
 
 
 class Watchdog:
-    __slots__ = ("resolution_s", "_armed", "_timer")
+    __slots__ = ("_armed", "_timer", "resolution_s")
 
     def __init__(self, resolution_s: float = 0.05) -> None:
         self.resolution_s = resolution_s
@@ -48,8 +51,8 @@ class Watchdog:
             item = self._armed.pop(key)
             try:
                 item.expire()
-            except Exception:  # noqa: BLE001 - one item's failure must not strand the others
-                pass
+            except Exception:  # one item's failure must not strand the others
+                log.exception("expiring %r failed", item)
         if self._armed:
             self._timer = asyncio.get_running_loop().call_later(self.resolution_s, self._tick)
 
@@ -58,7 +61,7 @@ class TaskTimer:
     """Cancels a task at its deadline (for awaits that cannot be given a deadline otherwise,
     such as reading a request body); `expired` tells the task why it was cancelled."""
 
-    __slots__ = ("deadline", "task", "expired")
+    __slots__ = ("deadline", "expired", "task")
 
     def __init__(self, task: asyncio.Task[object], deadline: float) -> None:
         self.deadline = deadline

@@ -123,7 +123,7 @@ Link = PoolLink | NodeLink
 class Lane:
     """One master's queue of parts (a request's entries for that master) and its state."""
 
-    __slots__ = ("name", "link", "queue", "wake", "task", "down_until", "failing")
+    __slots__ = ("down_until", "failing", "link", "name", "queue", "task", "wake")
 
     def __init__(self, name: str, link: Link) -> None:
         self.name = name

@@ -57,7 +57,9 @@ class Tally:
     def buckets(self) -> list[tuple[str, float]]:
         """Cumulative (`le`, count) pairs, as the exposition format wants them."""
         out, running = [], 0
-        for bound, count in zip((*map(floatToGoString, self.bounds), "+Inf"), self.counts, strict=True):
+        for bound, count in zip(
+            (*map(floatToGoString, self.bounds), "+Inf"), self.counts, strict=True
+        ):
             running += count
             out.append((bound, float(running)))
         return out

@@ -63,7 +63,7 @@ class NotReplicated(Exception):
 
 
 class _Request:
-    __slots__ = ("future", "deadline", "pending")
+    __slots__ = ("deadline", "future", "pending")
 
     def __init__(self, future: asyncio.Future[None], deadline: float, pending: int) -> None:
         self.future = future
@@ -78,7 +78,7 @@ class _Request:
 class _Part:
     """A request's entries for one master, packed."""
 
-    __slots__ = ("request", "commands", "count")
+    __slots__ = ("commands", "count", "request")
 
     def __init__(self, request: _Request, commands: list[bytes]) -> None:
         self.request = request
@@ -118,9 +118,7 @@ class Publisher:
         if not entries:
             return
         started = time.monotonic()
-        request = _Request(
-            asyncio.get_running_loop().create_future(), started + self._timeout_s, 1
-        )
+        request = _Request(asyncio.get_running_loop().create_future(), started + self._timeout_s, 1)
         lane = self._router.single
         if lane is not None:
             lane.queue.append(_Part(request, resp.pack_xadds(self._heads, EVENT_FIELD, entries)))
@@ -250,7 +248,9 @@ class Publisher:
         parts, count = self._take(lane)
         if not parts:
             return 0
-        commands = [c for part in parts for c in part.commands] if len(parts) > 1 else parts[0].commands
+        commands = (
+            [c for part in parts for c in part.commands] if len(parts) > 1 else parts[0].commands
+        )
         acks = self._acks
         if acks:  # WAIT must answer before the first of these requests times out
             left = min(part.request.deadline for part in parts) - time.monotonic()
@@ -285,6 +285,9 @@ class Publisher:
                 self._fail(parts, NotReplicated(
                     f"events not confirmed by {acks} replica(s) within the publish timeout"
                 ))  # fmt: skip
+                # A master without its replicas may be one that a failover replaced (and that
+                # came back still believing it owns the slots): read the topology again.
+                self._router.refresh_soon()
                 return count
         self._answer(parts, replies)
         return count

@@ -11,17 +11,16 @@ import asyncio
 import time
 from collections.abc import Iterable
 
-from redis.asyncio import Redis
-
 from shared.errors import TooManyRequests, Unavailable
 from shared.keys import rate_limit_key
+from shared.redis import Client
 
 WINDOW_TTL_S = 2
 
 
 class RateLimiter:
     def __init__(
-        self, redis: Redis, *, per_ip: int, per_app: int, timeout_s: float, retry_after_s: int = 1
+        self, redis: Client, *, per_ip: int, per_app: int, timeout_s: float, retry_after_s: int = 1
     ) -> None:
         self._redis = redis
         self.per_ip = per_ip

@@ -215,7 +215,9 @@ class Ingest:
 
     def _too_many(self, count: int) -> None:
         limit = self.settings.max_batch
-        raise PayloadTooLarge(f"{count} events in one request; at most {limit} (LLMWATCH_MAX_BATCH)")
+        raise PayloadTooLarge(
+            f"{count} events in one request; at most {limit} (LLMWATCH_MAX_BATCH)"
+        )
 
     async def _check_apps(self, claimed: dict[str, list[str]]) -> None:
         missing = await self.registry.unregistered(set(claimed))

@@ -46,8 +46,38 @@ def normalize_webhook(raw: Any, location: str, received: str) -> Normalized | In
 
     `received` (RFC 3339) fills a missing timestamp; a missing or empty id gets a new UUID.
     """
+    # The hot path: a well-formed event is checked field by field once, inline. Anything it
+    # does not like goes to `_checked`, which collects every problem with its location.
     if not isinstance(raw, dict):
         return Invalid([wrong_type(location, "an object", raw)])
+    get = raw.get
+    event_type, command, status = get("event_type"), get("command"), get("status")
+    model, metadata, event_id = get("model"), get("metadata"), get("id")
+    if not (
+        isinstance(event_type, str) and event_type
+        and isinstance(command, str) and command
+        and isinstance(status, str) and status
+        and (model is None or isinstance(model, str))
+        and (metadata is None or isinstance(metadata, dict))
+        and (event_id is None or isinstance(event_id, str))
+    ):  # fmt: skip
+        return _checked(raw, location, received)
+    timestamp = get("timestamp")
+    if timestamp is None or timestamp == "":
+        timestamp = received
+    else:
+        try:
+            timestamp = parse_timestamp(timestamp)
+        except ValueError:
+            return _checked(raw, location, received)
+    if not event_id:
+        event_id = str(uuid.uuid4())
+    if metadata is None:
+        metadata = {}
+    return _build(raw, event_id, timestamp, event_type, command, status, model, metadata)
+
+
+def _checked(raw: dict[str, Any], location: str, received: str) -> Normalized | Invalid:
     errors: list[ErrorDetail] = []
 
     event_id = raw.get("id")
@@ -82,7 +112,20 @@ def normalize_webhook(raw: Any, location: str, received: str) -> Normalized | In
     if errors:
         return Invalid(errors)
     assert isinstance(metadata, dict) and isinstance(event_id, str)  # narrowed by the checks above
+    return _build(raw, event_id, timestamp, event_type, command, status, model, metadata)
 
+
+def _build(
+    raw: dict[str, Any],
+    event_id: str,
+    timestamp: str,
+    event_type: str,
+    command: str,
+    status: str,
+    model: str | None,
+    metadata: dict[str, Any],
+) -> Normalized:
+    """The stored event from checked values: extra top-level fields into `metadata`, aliases."""
     if not FIELDS.issuperset(raw):
         metadata = dict(metadata)  # never mutate the client's object in place
         for key, value in raw.items():

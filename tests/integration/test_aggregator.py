@@ -13,14 +13,16 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-from services.aggregator import store
-from services.aggregator.fold import prepare
+from services.aggregator import scripts, store
+from services.aggregator.fold import fold, prepare
 from services.stream.reads import read_run, read_stats
 from shared import history, keys, notify
 from shared.redis import connect
 from shared.settings import Settings
 from tests.aggregator_support import consumer, llmonitor, publish, routing_key, webhook
+from tests.loadgen import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.both_redis]
 
@@ -313,3 +315,69 @@ def test_history_member_encoding_orders_like_stream_ids() -> None:
     assert sorted(ids, key=history.key) == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
     assert history.unkey(history.key("1700000000000-7")) == (1_700_000_000_000, 7)
     assert orjson.loads(history.encode({"a": 1})) == {"a": 1}
+
+
+@pytest.mark.parametrize("lands", [False, True])
+async def test_a_commit_cut_by_a_redis_error_is_retried_from_our_own_pending_entries(
+    redis: Redis,
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    lands: bool,
+) -> None:
+    # claim_idle_ms far away: only the consumer's own recovery can pick the entries up again
+    settings = make_settings(claim_idle_ms=600_000, consumer_block_ms=20)
+    events = batch(50)
+    await publish(redis, settings, events)
+    real = scripts.Script.__call__
+    cuts = []
+
+    async def flaky(self: scripts.Script, client: Any, keys_: Any, args: Any) -> Any:
+        if self is scripts.COMMIT and not cuts:
+            cuts.append(1)
+            if lands:  # it is applied (and acknowledged), but the reply is lost
+                await real(self, client, keys_, args)
+            raise RedisConnectionError("connection reset")
+        return await real(self, client, keys_, args)
+
+    monkeypatch.setattr(scripts.Script, "__call__", flaky)
+    worker = consumer(redis, settings)
+    running = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: _settled(redis, settings, len(events)), 20)
+    finally:
+        worker.stopping.set()
+        await running
+    assert cuts == [1]
+    assert (await read_stats(redis, settings.partitions))["total"] == 50
+    assert len(await history_ids(redis, settings.partitions)) == 50
+
+
+async def _settled(redis: Redis, settings: Settings, total: int) -> bool:
+    stats = await read_stats(redis, settings.partitions)
+    return stats["total"] == total and await pending(redis, settings) == 0
+
+
+async def test_run_feed_entries_are_the_bytes_the_fold_describes(
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings()
+    tree = run_tree()
+    await publish(redis, settings, tree)
+    await consumer(redis, settings).drain()
+    got = []
+    for p in range(settings.partitions):
+        for _, f in await redis.xrange(keys.feed_stream(p)):
+            if f[keys.FEED_TYPE_FIELD] != b"event":
+                got.append((f[keys.FEED_TYPE_FIELD].decode(), f[keys.FEED_DATA_FIELD]))
+    expected = []
+    for p in range(settings.partitions):
+        mine = [e for e in tree if keys.partition_for(routing_key(e), settings.partitions) == p]
+        items = [(f"{1_700_000_000_000 + i}-0", orjson.dumps(e)) for i, e in enumerate(mine)]
+        expected += fold(prepare(items), set(), {}).feed
+    assert sorted(got) == sorted(expected)
+    assert {name for name, _ in got} >= {
+        "run.created",
+        "run.started",
+        "run.completed",
+        "run.failed",
+    }

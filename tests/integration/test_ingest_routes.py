@@ -286,9 +286,7 @@ async def test_413_body_and_batch_limits(
     assert await streams.total() == 3
 
 
-async def test_401_ingest_token(
-    make_settings: Callable[..., Settings], streams: Streams
-) -> None:
+async def test_401_ingest_token(make_settings: Callable[..., Settings], streams: Streams) -> None:
     async with ingest(make_settings(ingest_token="s3cret", apps=[APP_ID])) as client:
         for path, body in [(WATCHER_PATH, event()), (LLMONITOR_PATHS[0], [run_event()])]:
             response = problem(await client.post(path, json=body), 401)
@@ -309,9 +307,7 @@ async def test_401_ingest_token(
     assert await streams.total() == 2
 
 
-async def test_401_hmac_signature(
-    make_settings: Callable[..., Settings], streams: Streams
-) -> None:
+async def test_401_hmac_signature(make_settings: Callable[..., Settings], streams: Streams) -> None:
     async with ingest(make_settings(ingest_hmac_secret="k3y")) as client:
         body = orjson.dumps(event())
         problem(await client.post(WATCHER_PATH, content=body), 401)
@@ -449,9 +445,7 @@ async def test_partitions_follow_the_run_or_session(
     assert await Streams(redis, partitions).total() == 24
 
 
-async def test_many_concurrent_posts_all_land(
-    client: httpx.AsyncClient, streams: Streams
-) -> None:
+async def test_many_concurrent_posts_all_land(client: httpx.AsyncClient, streams: Streams) -> None:
     singles = [client.post(WATCHER_PATH, json=event(command=f"c{i}")) for i in range(150)]
     batches = [client.post(WATCHER_PATH, json=[event() for _ in range(10)]) for _ in range(20)]
     runs = [client.post(LLMONITOR_PATHS[i % 2], json=[run_event()]) for i in range(30)]

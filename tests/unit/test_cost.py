@@ -48,7 +48,8 @@ def test_nanos_round_trip() -> None:
     "model", ["gpt-4o", "gpt-4o-mini", "o3-mini", "gemini-2.5-pro", "claude-3-5-haiku", "nope"]
 )
 @pytest.mark.parametrize(("prompt", "completion"), [(0, 0), (1, 1), (12_345, 6_789), (250_000, 7)])
-def test_nanos_is_to_nanos_of_cost(model: str, prompt: int, completion: int) -> None:
+def test_nanos_and_usd_are_the_exact_cost(model: str, prompt: int, completion: int) -> None:
     price = cost.cost_usd(model, prompt, completion)
     expected = None if price is None else cost.to_nanos(price)
     assert cost.nanos(model, prompt, completion) == expected
+    assert cost.usd(model, prompt, completion) == (None if price is None else float(price))

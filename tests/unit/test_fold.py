@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.aggregator import events as ev
 from services.aggregator.fold import fold, prepare
-from shared import stats
+from shared import history, stats
 from tests.aggregator_support import llmonitor, webhook
 
 pytestmark = pytest.mark.unit
@@ -164,4 +167,89 @@ def test_history_indexes_and_eps_seconds() -> None:
     assert writes.history[0][2] == [("event_type", "request"), ("source", "webhook")]
     assert ("model", "gpt-4o") in writes.history[1][2]
     assert writes.eps == {1_700_000_000: 2}
+    assert [m for m, _, _ in writes.history] == [
+        history.key(f"{1_700_000_000_000 + i}-0") for i in range(2)
+    ]
     assert writes.since_ms == 1_700_000_000_000
+
+
+# --- any batching of any mix: one result --------------------------------------------------
+MODELS = ["gpt-4o", "gpt-4o-mini", None, "qwen2.5-coder:latest"]
+STAMPS = [f"2026-01-01T00:00:0{i}.000Z" for i in range(5)]
+
+
+@st.composite
+def mixed_event(draw: st.DrawFn) -> dict[str, Any]:
+    stamp = draw(st.sampled_from(STAMPS))
+    if draw(st.booleans()):
+        meta: dict[str, Any] = {}
+        if draw(st.booleans()):
+            meta["session_id"] = draw(st.sampled_from(["s1", "s2"]))
+        meta["tokens"] = draw(st.integers(0, 300))
+        if draw(st.booleans()):
+            meta["duration_ms"] = draw(st.floats(0, 5000))
+        kind, status = draw(
+            st.sampled_from(
+                [("request", "start"), ("completion", "completed"), ("error", "failed")]
+            )
+        )
+        model = draw(st.sampled_from(MODELS))
+        return webhook(kind, status, model=model, metadata=meta, timestamp=stamp)
+    event = draw(st.sampled_from(["start", "end", "error", "feedback"]))
+    fields: dict[str, Any] = {}
+    if event == "end" and draw(st.booleans()):
+        fields["tokensUsage"] = {"prompt": draw(st.integers(0, 50)), "completion": 3}
+    if event == "feedback":
+        fields["feedback"] = {"thumbs": draw(st.sampled_from(["up", "down"]))}
+    name = draw(st.sampled_from([None, "gpt-4o", "search"])) if event == "start" else None
+    run = draw(st.sampled_from(["r1", "r2"]))
+    return llmonitor(event, run, type="llm", name=name, timestamp=stamp, **fields)
+
+
+def folded(items: list[tuple[str, bytes]], cuts: list[int]) -> tuple[Any, ...]:
+    """Fold in batches split at `cuts`, carrying runs and markers like the store does."""
+    stored: dict[str, Any] = {}
+    applied: set[str] = set()
+    totals: dict[str, int] = {}
+    history: list[str] = []
+    bounds = [0, *sorted(set(cuts)), len(items)]
+    for lo, hi in itertools.pairwise(bounds):
+        writes = fold(prepare(items[lo:hi]), set(applied), dict(stored))
+        assert not writes.failed
+        for run_id, change in writes.runs.items():
+            stored[run_id] = (change.facts, change.view)
+        applied |= set(writes.markers)
+        history += [member for member, _, _ in writes.history]
+        for name, amount in writes.stats.items():
+            totals[name] = totals.get(name, 0) + amount
+    views = {r: view for r, (_, view) in stored.items()}
+    return views, {k: v for k, v in totals.items() if v}, sorted(history)
+
+
+@settings(max_examples=80, deadline=None)
+@given(events=st.lists(mixed_event(), min_size=1, max_size=12), data=st.data())
+def test_any_batching_of_a_mixed_stream_gives_one_result(
+    events: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    resent = data.draw(st.lists(st.sampled_from(events), max_size=3))  # same ids, new entries
+    items = entries(events + resent)
+    cuts = data.draw(st.lists(st.integers(0, len(items)), max_size=4))
+    views, totals, history = folded(items, cuts)
+    assert (views, totals, history) == folded(items, [])
+    assert totals[stats.TOTAL] == len({e["id"] for e in events}) == len(history)
+
+
+def test_the_run_of_an_event() -> None:
+    def run(event: dict[str, Any]) -> Any:
+        return ev.parse("1-0", orjson.dumps(event)).run
+
+    assert run(llmonitor("start", "r1", parentRunId="p")) == ("r1", "llmonitor", "p")
+    assert run(llmonitor("end", "r1")) == ("r1", "llmonitor", None)
+    nameless = llmonitor("end", "r1")
+    del nameless["metadata"]["runId"]
+    assert run(nameless) is None  # an LLMonitor event without a run id belongs to none
+    assert run(webhook(metadata={"session_id": "s"})) == ("s", "session", None)
+    top = webhook()
+    top["session_id"] = 7
+    assert run(top) == ("7", "session", None)
+    assert run(webhook(metadata={"session_id": ""})) is None

@@ -116,3 +116,18 @@ def test_envelope_locations() -> None:
     assert Envelope([{}], "body", single=True).location(0) == "body"
     assert Envelope([{}, {}], "body.events").location(1) == "body.events[1]"
     assert Envelope([{}], "body").location(0) == "body[0]"
+
+
+@given(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)))
+def test_the_stored_form_is_kept_as_is_and_agrees_with_the_long_way(moment: datetime) -> None:
+    whole_ms = moment.replace(microsecond=moment.microsecond // 1000 * 1000, tzinfo=UTC)
+    stored = format_timestamp(whole_ms)
+    assert parse_timestamp(stored) == stored
+    # what the general path would make of it, when asked with an explicit offset
+    assert parse_timestamp(stored.replace("Z", "+00:00")) == stored
+
+
+@pytest.mark.parametrize("raw", ["2026-02-30T00:00:00.000Z", "0000-01-01T00:00:00.000Z"])
+def test_a_stored_form_that_is_no_real_moment_is_refused(raw: str) -> None:
+    with pytest.raises(ValueError):
+        parse_timestamp(raw)
