@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from services.aggregator import deadletter, store
@@ -71,10 +72,11 @@ async def apply(
     metrics: AggregatorMetrics,
     consumer: str,
     batch: Batch,
+    turn: Callable[[], Awaitable[object]] | None = None,
 ) -> list[Occurrence]:
     """Commit the batch; returns the notifications to raise (already in the outbox)."""
     partition, prepared = batch.partition, batch.prepared
-    result = await store.commit(redis, settings, partition, prepared, batch.acks)
+    result = await store.commit(redis, settings, partition, prepared, batch.acks, turn)
     writes = result.writes
     metrics.conflicts.inc(result.conflicts)
     metrics.duplicates.inc(writes.duplicates)

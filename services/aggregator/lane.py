@@ -13,10 +13,11 @@ is back, while the others go on.
         after an outage: wait for in-flight work, then re-read this consumer's own pending
         entries (XREADGROUP from 0) before new ones
 
-Commits of different runs overlap: while one batch's script runs in Redis, the next batch is
-folded here. Two commits touching a run are ordered (the second reads what the first wrote), so
-they do not conflict with each other; commits of other replicas are caught by the commit's own
-compare-and-set.
+Commits overlap: while one batch's script runs in Redis, the next batch is read and folded
+here. Two commits touching a run are ordered (the second reads what the first wrote), so they do
+not conflict with each other; commits of other replicas are caught by the commit's own
+compare-and-set. The writes of one partition's batches happen in the order they were read, so
+its feed (and the live dashboard) shows events in the order /api/history lists them.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class Lane:
         self._prefetch: asyncio.Task[Read] | None = None
         self._inflight: dict[asyncio.Task[None], int] = {}  # commit task -> entries
         self._runs: dict[tuple[int, str], asyncio.Task[None]] = {}  # last commit of each run
+        self._last: dict[int, asyncio.Task[None]] = {}  # last commit submitted per partition
         self._recovering: dict[str, str] | None = None  # stream -> next own-pending id
         self._failure: BaseException | None = None
 
@@ -167,7 +169,8 @@ class Lane:
             return
         runs = batch.runs()
         after = {self._runs[r] for r in runs if r in self._runs}
-        task = asyncio.create_task(self._commit(batch, after))
+        task = asyncio.create_task(self._commit(batch, after, self._last.get(batch.partition)))
+        self._last[batch.partition] = task
         self._inflight[task] = len(batch)
         for run in runs:
             self._runs[run] = task
@@ -179,13 +182,18 @@ class Lane:
     def _finished(self, runs: list[tuple[int, str]]) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
             self._inflight.pop(task, None)
+            for partition, last in list(self._last.items()):
+                if last is task:
+                    del self._last[partition]
             for run in runs:
                 if self._runs.get(run) is task:
                     del self._runs[run]
 
         return done
 
-    async def _commit(self, batch: Batch, after: set[asyncio.Task[None]]) -> None:
+    async def _commit(
+        self, batch: Batch, after: set[asyncio.Task[None]], previous: asyncio.Task[None] | None
+    ) -> None:
         """Never raises: an error is kept for the loop, which backs off, then re-reads this
         consumer's pending entries (their delivery counts grow: a batch that keeps failing
         is dead-lettered, entry by entry, after max_deliveries)."""
@@ -194,9 +202,14 @@ class Lane:
         if self._failure is not None:
             return  # an outage is being handled: the recovery re-reads these entries
         started = time.perf_counter()
+
+        async def turn() -> None:
+            if previous is not None and not previous.done():
+                await asyncio.wait({previous})  # never raises: _commit keeps its errors
+
         try:
             occurrences = await batches.apply(
-                self.redis, self.settings, self.metrics, self.name, batch
+                self.redis, self.settings, self.metrics, self.name, batch, turn
             )
         except Exception as exc:
             if not isinstance(exc, UNAVAILABLE):

@@ -30,7 +30,7 @@ import random
 import struct
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,9 +77,11 @@ async def commit(
     partition: int,
     prepared: Prepared,
     acks: Sequence[str] = (),
+    turn: Callable[[], Awaitable[object]] | None = None,
 ) -> Commit:
     """Apply `prepared` exactly once and acknowledge its entries (plus `acks`, entries with
-    nothing to apply) in the same atomic step."""
+    nothing to apply) in the same atomic step. `turn`, awaited right before the write, lets the
+    caller order writes (the fold and the reads before it may overlap an earlier commit)."""
     if not prepared.events:
         if acks:
             await redis.xack(keys.events_stream(partition), keys.AGGREGATOR_GROUP, *acks)
@@ -95,6 +97,8 @@ async def commit(
         )
         writes = fold(prepared, applied, stored)
         args = _commit_args(settings, partition, writes, current, bucket_keys, versions, acks)
+        if turn is not None:
+            await turn()
         if await scripts.COMMIT(redis, _commit_keys(partition, current), args):
             return Commit(writes, attempt, size + len(writes.history))
         # Someone applied one of these events or changed one of these runs meanwhile.

@@ -4,6 +4,7 @@ replicas, and out-of-order run events."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +54,44 @@ async def test_drain_applies_everything_once(
     assert sorted(orjson.loads(f[keys.FEED_DATA_FIELD])["id"] for f in feed) == sorted(
         e["id"] for e in events
     )
+
+
+async def test_each_partition_feed_keeps_the_order_of_its_events(
+    redis: Redis, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches overlap (one is folded while the previous commits), yet a partition's feed lists
+    its events in stream order: the live dashboard shows what /api/history lists, in order.
+    Commit round trips get random latency here, as on a loaded machine."""
+    settings = make_settings(consumer_batch=40)
+    commit, rng = scripts.COMMIT, random.Random(7)
+
+    async def slow_commit(*args: Any) -> Any:
+        await asyncio.sleep(rng.uniform(0, 0.004))
+        return await commit(*args)
+
+    monkeypatch.setattr(scripts, "COMMIT", slow_commit)
+    runs = [llmonitor("start", f"run-{i}", name="gpt-4o") for i in range(600)]
+    await publish(redis, settings, runs)
+    running = consumer(redis, settings)  # run(), not drain(): drain settles every batch
+    task = asyncio.create_task(running.run())
+
+    async def applied() -> bool:
+        return (await read_stats(redis, settings.partitions))["total"] == len(runs)
+
+    await until(applied, 30)
+    running.stopping.set()
+    await task
+    for p in range(settings.partitions):
+        # publish() XADDs in list order (the events stream itself is trimmed once applied)
+        stream = [
+            e["id"] for e in runs if keys.partition_for(routing_key(e), settings.partitions) == p
+        ]
+        feed = [
+            orjson.loads(f[keys.FEED_DATA_FIELD])["id"]
+            for _, f in await redis.xrange(keys.feed_stream(p))
+            if f[keys.FEED_TYPE_FIELD] == b"event"
+        ]
+        assert feed == stream
 
 
 async def test_client_resend_with_same_id_counts_once(
