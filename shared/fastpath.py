@@ -56,7 +56,7 @@ class FastRoutes:
             response = await handler(request)
         except LlmwatchError as exc:
             response = from_error(exc, scope["path"])
-        except Exception:  # noqa: BLE001 - never a bare 500 page: problem+json and a log line
+        except Exception:  # never a bare 500 page: problem+json and a log line
             log.exception("unhandled error on %s", scope["path"])
             response = problem_response(500, "internal error", instance=scope["path"])
         await response(scope, receive, send)

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import orjson
-from starlette.types import Receive
+from starlette.types import Message, Receive
 
 from services.ingest.deadline import TaskTimer, Watchdog
 from shared.errors import (
@@ -62,7 +62,13 @@ async def read_body(
     timer = TaskTimer(task, time.monotonic() + timeout_s)
     watchdog.arm(timer)
     try:
-        return await _read(receive, max_bytes)
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            body: bytes = message.get("body", b"")  # the common case: all in one message
+            if len(body) > max_bytes:
+                raise PayloadTooLarge(f"body is over the limit of {max_bytes} bytes")
+            return body
+        return await _read(receive, max_bytes, message)
     except asyncio.CancelledError:
         if not timer.expired:
             raise
@@ -72,10 +78,11 @@ async def read_body(
         watchdog.disarm(timer)
 
 
-async def _read(receive: Receive, max_bytes: int) -> bytes:
-    # Straight from ASGI `receive`, not `request.stream()`: an async generator per request
-    # costs a loop-hook registration that showed in profiles of the hot path.
-    message = await receive()
+async def _read(receive: Receive, max_bytes: int, message: Message | None = None) -> bytes:
+    """From ASGI `receive` (not `request.stream()`: an async generator per request costs a
+    loop-hook registration that showed in profiles); `message` is the first one if read."""
+    if message is None:
+        message = await receive()
     if message["type"] != "http.request":
         raise BadRequest("client disconnected before the body was read")
     body = message.get("body", b"")

@@ -156,14 +156,12 @@ class Router:
     def __init__(self, redis: Client, on_new_lane: Callable[[Lane], None]) -> None:
         self._redis = redis
         self._on_new_lane = on_new_lane
-        self.cluster = isinstance(redis, RedisCluster)
         self.single: Lane | None = None
         self._lanes: dict[str, Lane] = {}
         self._routes: dict[str, Lane] = {}
         self._refresh: asyncio.Task[None] | None = None
         self._refreshed_at = 0.0
-        if not self.cluster:
-            assert isinstance(redis, Redis)
+        if not isinstance(redis, RedisCluster):
             where = redis.connection_pool.connection_kwargs
             name = f"{where.get('host', where.get('path', 'redis'))}:{where.get('port', '')}"
             self.single = Lane(name.rstrip(":"), PoolLink(redis))
@@ -183,9 +181,12 @@ class Router:
         node = self._redis.get_node_from_key(stream)
         if node is None:  # typing: a primary is always there once the table is known
             raise ConnectionError(f"no master for {stream}")
-        lane = self._lanes.get(node.name)
-        if lane is None or not isinstance(lane.link, NodeLink) or lane.link.node is not node:
-            lane = self._lanes[node.name] = Lane(node.name, NodeLink(node))
+        # Keyed by the node object too: a topology refresh may bring a new object under an old
+        # name, and the lane of the old one must still be there to finish (and be stopped).
+        key = f"{node.name}#{id(node)}"
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = Lane(node.name, NodeLink(node))
             self._on_new_lane(lane)
         self._routes[stream] = lane
         return lane

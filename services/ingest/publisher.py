@@ -160,10 +160,9 @@ class Publisher:
             groups = {}
             for lane, entry in zip(lanes, entries, strict=True):
                 groups.setdefault(lane, []).append(entry)
-            down = [lane.name for lane in groups if lane.is_down(now)]
-            if down:  # refused whole: publishing only its healthy parts would split it
+            if any(lane.is_down(now) for lane in groups):  # refused whole, not split
                 raise self._unavailable(
-                    f"event store shard {', '.join(down)} unavailable; nothing was published"
+                    "an event store shard of this request is unavailable; nothing was published"
                 )
         request.pending = len(groups)
         for lane, group in groups.items():

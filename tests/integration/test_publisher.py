@@ -8,11 +8,15 @@ import asyncio
 from typing import Any
 
 import pytest
-from redis.asyncio import RedisCluster
+from redis._parsers import _AsyncHiredisParser, _AsyncRESP2Parser
+from redis.asyncio import Connection, RedisCluster
+from redis.exceptions import ResponseError
 
+from services.ingest import resp
+from services.ingest.lanes import read_replies
 from services.ingest.publisher import Entry, Publisher
 from shared.errors import Unavailable
-from shared.keys import EVENT_FIELD, events_stream
+from shared.keys import EVENT_FIELD, events_stream, partition_key
 from shared.redis import Client, connect
 from shared.redis_server import free_port
 from shared.settings import Settings
@@ -162,3 +166,25 @@ async def test_replica_acks_wait_for_replicas_and_503_when_there_are_none(
         await asyncio.gather(*flushers)
     # the master has it, unconfirmed: the client's retry (same event id) is counted once
     assert await redis.xlen(STREAM) == 3
+
+
+
+@pytest.mark.parametrize("parser", [_AsyncHiredisParser, _AsyncRESP2Parser])
+async def test_replies_are_read_in_order_with_refusals_returned(redis: Client, parser: Any) -> None:
+    """`read_replies` takes them from hiredis's reader, or one by one with another parser."""
+    wrong = partition_key(0, "not-a-stream")  # same slot as STREAM, so the same node
+    await redis.set(wrong, "x")
+    if isinstance(redis, RedisCluster):
+        node = redis.get_node_from_key(STREAM)
+        host, port = node.host, node.port
+    else:
+        host, port = (redis.connection_pool.connection_kwargs[k] for k in ("host", "port"))
+    conn = Connection(host=host, port=port, parser_class=parser)
+    try:
+        packed = resp.pack_xadds({}, EVENT_FIELD, [(STREAM, b"1"), (wrong, b"2"), (STREAM, b"3")])
+        await conn.send_packed_command(packed)
+        first, refused, third = await read_replies(conn, 3)
+    finally:
+        await conn.disconnect()
+    assert isinstance(refused, ResponseError) and "WRONGTYPE" in str(refused)
+    assert [first, third] == [i for i, _ in await redis.xrange(STREAM)]
