@@ -52,11 +52,11 @@ class Tally:
                 row[COST] += sign * nanos
                 row[PRICED] += sign
 
-    def duration(self, model: str, duration_ms: float) -> None:
+    def duration(self, model: str, duration_ms: float, sign: int = 1) -> None:
         row = self.model(model)
-        row[DN] += 1
-        row[DS] += round(duration_ms)
-        self.buckets[(model, histogram.bucket(duration_ms))] += 1
+        row[DN] += sign
+        row[DS] += sign * round(duration_ms)
+        self.buckets[(model, histogram.bucket(duration_ms))] += sign
 
     def fields(self) -> dict[str, int]:
         """Field -> increment, without zeros."""

@@ -223,11 +223,9 @@ def _run_counters(tally: Tally, before: dict[str, Any] | None, after: dict[str, 
             row = tally.model(model)
             row[N] += sign * view["events"]
             row[ERR] += sign * view.get("failed_events", 0)
-    newly_timed = after["duration_ms"] is not None and (
-        before is None or before["duration_ms"] is None
-    )
-    if newly_timed and after["model"]:
-        tally.duration(after["model"], after["duration_ms"])
+        # the run's duration too: its model or its start may arrive after its end
+        if model and view["duration_ms"] is not None:
+            tally.duration(model, view["duration_ms"], sign)
 
 
 def _accumulate(
