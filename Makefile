@@ -33,6 +33,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check shared services tests bench
+	$(BIN)/python -m ruff format --check shared services tests bench
 
 clean:
 	rm -rf $(VENV) .llmwatch .pytest_cache

@@ -31,8 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--quick", action="store_true", help="quick sizes (default)")
     mode.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness only")
     p.add_argument("--only", help=f"comma-separated groups: {','.join(GROUPS)}")
-    p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
-                   help="a py-spy pass per server under test (default: on, except --smoke)")
+    p.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a py-spy pass per server under test (default: on, except --smoke)",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     p.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md")
     p.add_argument("--keep-workdir", action="store_true", help="keep logs and data for a look")

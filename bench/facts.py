@@ -128,15 +128,20 @@ def shard_bound(rounds: list[dict[str, Any]], worker: str) -> str:
         return "CPU shares not measured"
     lo, hi, busiest = min(own), max(own), max(servers)
     if hi >= 0.8 and busiest < 0.5:
-        why = (f"the one {worker} process (one core at most) bounds both sides, not Redis: more "
-               f"shards cannot raise it here, more {worker} processes on more cores would")
+        why = (
+            f"the one {worker} process (one core at most) bounds both sides, not Redis: more "
+            f"shards cannot raise it here, more {worker} processes on more cores would"
+        )
     elif busiest >= 0.8:
         why = "a redis-server used about a whole core: Redis bounds it, and shards spread that work"
     else:
-        why = ("no process used a whole core: the rest is waiting (round trips, and a machine "
-               "shared with the load generator and the other processes)")
-    return (f"{worker} process {lo:.2f}–{hi:.2f} of a core, busiest redis-server {busiest:.2f}: "
-            f"{why}")
+        why = (
+            "no process used a whole core: the rest is waiting (round trips, and a machine "
+            "shared with the load generator and the other processes)"
+        )
+    return (
+        f"{worker} process {lo:.2f}–{hi:.2f} of a core, busiest redis-server {busiest:.2f}: {why}"
+    )
 
 
 def redis_cost(rounds: list[dict[str, Any]]) -> str:

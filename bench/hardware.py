@@ -36,7 +36,7 @@ def _version(argv: list[str]) -> str | None:
 
 
 def short_version(text: str | None) -> str | None:
-    """"Redis server v=6.2.14 sha=…" → "redis 6.2.14"; "wrk debian/4.1.0-3 …" → "wrk 4.1.0"."""
+    """ "Redis server v=6.2.14 sha=…" → "redis 6.2.14"; "wrk debian/4.1.0-3 …" → "wrk 4.1.0"."""
     if not text:
         return None
     found = re.search(r"(?:v=|/|version )v?(\d+\.\d+(?:\.\d+)?)", text)

@@ -57,7 +57,9 @@ class Template:
 def templates(ingest: Proc, r: Any, partitions: int = 1) -> list[Template]:
     """Post the loader group through ingest (running with `partitions`) and read back what it
     stored."""
-    streams = [keys.events_stream(p) for p in range(partitions)] if partitions > 1 else [events_stream()]
+    streams = (
+        [keys.events_stream(p) for p in range(partitions)] if partitions > 1 else [events_stream()]
+    )
     for stream in streams:
         r.delete(stream)
     for path, body in bodies.loader_group():
@@ -75,7 +77,9 @@ def templates(ingest: Proc, r: Any, partitions: int = 1) -> list[Template]:
     return found
 
 
-def load(r: Any, group: list[Template], count: int, *, start: int = 0, run: str = "x") -> list[bytes]:
+def load(
+    r: Any, group: list[Template], count: int, *, start: int = 0, run: str = "x"
+) -> list[bytes]:
     """XADD `count` events (whole copies of the group, rounded up); returns their stream ids."""
     stream = events_stream()
     ids: list[bytes] = []

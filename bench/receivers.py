@@ -93,4 +93,3 @@ class ReceiverGroup:
 
     def cpu_seconds(self) -> float:
         return sum(cpu_seconds(p.pid) for p in self.procs)
-

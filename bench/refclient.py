@@ -25,7 +25,9 @@ from redis.asyncio import Redis
 FIELD = b"e"
 
 
-async def xadd(url: str, stream: str, events: list[bytes], duration: float, concurrency: int) -> dict:
+async def xadd(
+    url: str, stream: str, events: list[bytes], duration: float, concurrency: int
+) -> dict:
     redis = Redis.from_url(url, max_connections=concurrency + 2)
     stop = time.perf_counter() + duration
     sent = 0

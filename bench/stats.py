@@ -55,5 +55,5 @@ def at_most(value: float | None, bound: float) -> bool:
 
 
 def verdict(checks: Iterable[bool]) -> str:
-    """"met" when every check holds, else "missed"."""
+    """ "met" when every check holds, else "missed"."""
     return "met" if all(checks) else "missed"

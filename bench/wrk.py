@@ -75,7 +75,9 @@ def run(
     ]  # fmt: skip
     if body_file:
         argv += ["--", str(body_file), run_id]
-    proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=duration_s + 60)
+    proc = subprocess.run(
+        argv, check=False, capture_output=True, text=True, timeout=duration_s + 60
+    )
     return parse(proc.stdout, proc.stderr, proc.returncode)
 
 

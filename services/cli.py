@@ -65,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_cmd_up)
 
     targets_help = "; ".join(f"{n}: {DESCRIPTIONS[n]}" for n in [*FACTORIES, ALL])
-    serve = sub.add_parser("serve", help="run one service (as compose does)", description=targets_help)
+    serve = sub.add_parser(
+        "serve", help="run one service (as compose does)", description=targets_help
+    )
     serve.add_argument("target", choices=[*FACTORIES, ALL])
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -73,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_serve)
 
     tg = sub.add_parser("targets", help="list the targets `serve` accepts")
-    tg.set_defaults(func=lambda _a: print("\n".join(f"{n:<11} {DESCRIPTIONS[n]}" for n in [*FACTORIES, ALL])))
+    tg.set_defaults(
+        func=lambda _a: print("\n".join(f"{n:<11} {DESCRIPTIONS[n]}" for n in [*FACTORIES, ALL]))
+    )
 
     apps = sub.add_parser("apps", help="LLMonitor app registry")
     apps_sub = apps.add_subparsers(title="apps commands", metavar="<apps command>")
@@ -87,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
 
     send = sub.add_parser("send", help="post the sample events (both formats) to a running stack")
     send.add_argument("--url", default="http://127.0.0.1:3000")
-    send.add_argument("--token", help="ingest token (LLMWATCH_INGEST_TOKEN), if the stack needs one")
+    send.add_argument(
+        "--token", help="ingest token (LLMWATCH_INGEST_TOKEN), if the stack needs one"
+    )
     send.add_argument("--admin-token", help="admin token, to register the demo app")
     send.set_defaults(func=_cmd_send)
 
@@ -206,8 +212,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if _refuse_insecure(settings, args.target):
         return 2
     if not settings.redis_url:
-        print("llmwatch serve: set REDIS_URL (or --redis-url); `llmwatch up` starts its own Redis",
-              file=sys.stderr)
+        print(
+            "llmwatch serve: set REDIS_URL (or --redis-url); `llmwatch up` starts its own Redis",
+            file=sys.stderr,
+        )
         return 2
     return _run(args.target, settings)
 

@@ -55,7 +55,9 @@ def read_layout(data_dir: Path) -> dict[str, Any] | None:
     return saved if isinstance(saved, dict) else None
 
 
-def start(data_dir: Path, masters: int, replicas: int = 0, *, appendfsync: str = "everysec") -> EmbeddedCluster:
+def start(
+    data_dir: Path, masters: int, replicas: int = 0, *, appendfsync: str = "everysec"
+) -> EmbeddedCluster:
     """Start (or restart, with its data) the cluster under `data_dir`; returns it running."""
     home = Path(data_dir) / CLUSTER_DIR
     saved = read_layout(data_dir)

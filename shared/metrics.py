@@ -100,4 +100,6 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            self.http.observe(scope["method"], scope.get("route"), status, time.perf_counter() - start)
+            self.http.observe(
+                scope["method"], scope.get("route"), status, time.perf_counter() - start
+            )

@@ -109,10 +109,14 @@ def _location(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def validation_details(errors: list[dict[str, Any]], prefix: tuple[Any, ...] = ()) -> list[ErrorDetail]:
+def validation_details(
+    errors: list[dict[str, Any]], prefix: tuple[Any, ...] = ()
+) -> list[ErrorDetail]:
     """pydantic error dicts → ErrorDetail with `body.events[3].timestamp`-style locations."""
     return [
-        ErrorDetail(_location(prefix + tuple(e.get("loc", ()))), e.get("msg", "invalid"), e.get("input"))
+        ErrorDetail(
+            _location(prefix + tuple(e.get("loc", ()))), e.get("msg", "invalid"), e.get("input")
+        )
         for e in errors
     ]
 

@@ -14,8 +14,8 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any, Self
 
 
 class RedisServerNotFound(RuntimeError):
@@ -139,7 +139,7 @@ class EmbeddedRedis:
             self.process.wait()
         self.process = None
 
-    def __enter__(self) -> EmbeddedRedis:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -242,7 +242,9 @@ class EmbeddedCluster:
             ids = [c.cluster("myid") for c in clients]
             for i, client in enumerate(clients[self.masters :]):
                 master = ids[i % self.masters]
-                client.cluster("replicate", master.decode() if isinstance(master, bytes) else master)
+                client.cluster(
+                    "replicate", master.decode() if isinstance(master, bytes) else master
+                )
             self._wait_ok(clients, timeout)
         except BaseException:
             self.stop()
@@ -264,11 +266,12 @@ class EmbeddedCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             infos = [c.cluster("info") for c in clients]
-            if all(i.get("cluster_state") == "ok" for i in infos) and all(
-                int(i["cluster_slots_assigned"]) == 16384 for i in infos
+            if (
+                all(i.get("cluster_state") == "ok" for i in infos)
+                and all(int(i["cluster_slots_assigned"]) == 16384 for i in infos)
+                and self._replicas_synced(clients)
             ):
-                if self._replicas_synced(clients):
-                    return
+                return
             time.sleep(0.05)
         raise RuntimeError(f"cluster not ok in {timeout}s; logs under {self.data_dir}")
 
@@ -283,7 +286,7 @@ class EmbeddedCluster:
         for node in self.nodes:
             node.stop()
 
-    def __enter__(self) -> EmbeddedCluster:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

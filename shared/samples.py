@@ -21,7 +21,9 @@ def _now(offset_ms: int = 0) -> str:
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _watcher(event_type: str, command: str, status: str, metadata: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def _watcher(
+    event_type: str, command: str, status: str, metadata: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": str(uuid.uuid4()),
         "timestamp": _now(),
@@ -46,7 +48,13 @@ def watcher_samples() -> list[tuple[str, dict[str, Any]]]:
         "batch": True,
         "events": [
             _watcher("request", "ask", "start", {}, timestamp="2026-01-01T00:00:00.000Z"),
-            _watcher("completion", "ask", "completed", {"tokens": 128}, timestamp="2026-01-01T00:00:01.000Z"),
+            _watcher(
+                "completion",
+                "ask",
+                "completed",
+                {"tokens": 128},
+                timestamp="2026-01-01T00:00:01.000Z",
+            ),
         ],
     }
     return [

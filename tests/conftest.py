@@ -135,9 +135,7 @@ def clean_redis(redis_url: str) -> str:
 
 
 @pytest.fixture
-def make_settings(
-    clean_redis: str, redis_topology: str, tmp_path: Path
-) -> Callable[..., Settings]:
+def make_settings(clean_redis: str, redis_topology: str, tmp_path: Path) -> Callable[..., Settings]:
     def factory(**overrides: Any) -> Settings:
         values: dict[str, Any] = {"redis_url": clean_redis, "data_dir": tmp_path / "data"}
         if redis_topology == "cluster":

@@ -19,7 +19,9 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def app_client(app: FastAPI, base_url: str = "http://test") -> AsyncIterator[httpx.AsyncClient]:
+async def app_client(
+    app: FastAPI, base_url: str = "http://test"
+) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan running (background tasks included), and a client on it."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -31,8 +33,16 @@ async def app_client(app: FastAPI, base_url: str = "http://test") -> AsyncIterat
 async def live_server(app: FastAPI, port: int | None = None) -> AsyncIterator[str]:
     """The app served by uvicorn on 127.0.0.1, in this event loop. Yields its base URL."""
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on",
-                            http="httptools", loop="none", timeout_graceful_shutdown=2)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        lifespan="on",
+        http="httptools",
+        loop="none",
+        timeout_graceful_shutdown=2,
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     for _ in range(500):

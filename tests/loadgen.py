@@ -231,9 +231,11 @@ async def drained(redis: Redis, partitions: int, aggregator: Any, timeout: float
         state = []
         for p in range(partitions):
             stream = keys.events_stream(p)
-            state.append(f"p{p}: groups {await redis.xinfo_groups(stream)}, "
-                         f"outbox {await redis.hlen(keys.outbox_key(p))}, "
-                         f"newest {await redis.xrevrange(stream, count=1)}")
+            state.append(
+                f"p{p}: groups {await redis.xinfo_groups(stream)}, "
+                f"outbox {await redis.hlen(keys.outbox_key(p))}, "
+                f"newest {await redis.xrevrange(stream, count=1)}"
+            )
         raise AssertionError(
             "aggregator not idle:\n" + "\n".join(state) + "\n" + aggregator.log_tail(40)
         ) from None

@@ -174,7 +174,9 @@ def _stats_total(ps: Any, url: str, expected: int, details: dict[str, Any]) -> i
     return total
 
 
-def _profile(ps: Any, agg: Proc, r: Any, group: list[loader.Template], plan: Plan) -> dict[str, Any]:
+def _profile(
+    ps: Any, agg: Proc, r: Any, group: list[loader.Template], plan: Plan
+) -> dict[str, Any]:
     """A second batch of new events, drained under py-spy."""
     out = ps.workdir / "profile-aggregator.txt"
     ids = loader.load(r, group, max(1000, plan.agg_events // 4), run="prof")

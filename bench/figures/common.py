@@ -106,7 +106,9 @@ def reset_command_stats(r: Any) -> None:
     r.config_resetstat()
 
 
-def command_stats(r: Any, per: int, *, skip: tuple[str, ...] = ("xinfo", "info", "config")) -> dict[str, Any]:
+def command_stats(
+    r: Any, per: int, *, skip: tuple[str, ...] = ("xinfo", "info", "config")
+) -> dict[str, Any]:
     """Redis' own count of each command since the last reset, per `per` events: how many round
     trips and how much server time a figure's work cost (the harness's polling is skipped)."""
     out: dict[str, Any] = {}

@@ -143,9 +143,11 @@ def _single(plan: Plan, ps: Procs, ref: Proc, ingest: Proc | None, r: Any,
     if ours and fastapi_rps:
         fw = medians(fastapi_rps)
         details["notes"] = [
-            (f"Diagnostic, same run: a FastAPI app with one POST route answering {{\"ok\":true}} "
-            f"does {fw:,.0f} req/s ({stats.ratio(fw, medians(refs))} of the bare app); ingest "
-            f"does {stats.ratio(medians(ours), fw)} of that.")
+            (
+                f'Diagnostic, same run: a FastAPI app with one POST route answering {{"ok":true}} '
+                f"does {fw:,.0f} req/s ({stats.ratio(fw, medians(refs))} of the bare app); ingest "
+                f"does {stats.ratio(medians(ours), fw)} of that."
+            )
         ]
     if ours and front_rps:
         x = medians(front_rps)
@@ -230,8 +232,9 @@ def _xadd(plan: Plan, conn: dict[str, Any], events_file: Any) -> dict[str, Any]:
     argv = [sys.executable, "-m", "bench.refclient", "xadd", url, events_stream(),
             str(events_file), "--duration", str(plan.duration_s),
             "--concurrency", str(XADD_CONCURRENCY)]  # fmt: skip
-    out = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=plan.duration_s + 60,
-                         cwd=ROOT)
+    out = subprocess.run(
+        argv, check=False, capture_output=True, text=True, timeout=plan.duration_s + 60, cwd=ROOT
+    )
     if out.returncode:
         raise RuntimeError(f"reference XADD client failed: {out.stderr[-500:]}")
     return json.loads(out.stdout)

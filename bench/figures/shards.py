@@ -166,7 +166,10 @@ def _ingest(plan: Plan, ps: Procs, sides: list[Side], ingests: dict[str, Proc],
                 raise RuntimeError(f"{side.label}: {acknowledged} events acknowledged, "
                                    f"{stored} stored")  # fmt: skip
             entry[side.label] = res.as_dict() | {
-                "rate": round(res.rps * BATCH, 1), "cpu_share": cpu.shares, "stored": stored}
+                "rate": round(res.rps * BATCH, 1),
+                "cpu_share": cpu.shares,
+                "stored": stored,
+            }
     return _figure(spec, details, "ingest")
 
 
@@ -191,7 +194,8 @@ def _aggregator(plan: Plan, ps: Procs, sides: list[Side], group: list[loader.Tem
                     if counted is not None and counted != entry[side.label]["events"]:
                         details.setdefault("notes", []).append(
                             f"{side.label}: /api/stats total {counted} != "
-                            f"{entry[side.label]['events']} events stored (exactly-once check failed)")
+                            f"{entry[side.label]['events']} events stored (exactly-once check failed)"
+                        )
             finally:
                 agg.stop()
     return _figure(spec, details, "aggregator")
@@ -267,7 +271,9 @@ def _stats_total(ps: Procs, side: Side, plan: Plan, details: dict[str, Any]) -> 
     return int(json.loads(body).get("total", -1))
 
 
-def _figure(spec: tuple[str, str, str, str], details: dict[str, Any], worker: str) -> dict[str, Any]:
+def _figure(
+    spec: tuple[str, str, str, str], details: dict[str, Any], worker: str
+) -> dict[str, Any]:
     rounds = details["rounds"]
     cluster = stats.median([r["cluster"]["rate"] for r in rounds])
     single = stats.median([r["single"]["rate"] for r in rounds])

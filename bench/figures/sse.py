@@ -113,7 +113,9 @@ async def _latency(plan: Plan, ps: Procs, url: str, stack: dict[str, Proc],
                    f"({group.connected} clients, {sent.as_dict()['rate']:.0f} events/s)"}  # fmt: skip
 
 
-async def _hold(proc: Proc, plan: Plan, workdir: Any, warm: Any = None) -> tuple[ReceiverGroup, dict[str, Any]]:
+async def _hold(
+    proc: Proc, plan: Plan, workdir: Any, warm: Any = None
+) -> tuple[ReceiverGroup, dict[str, Any]]:
     """Connect `fanout_clients` idle SSE clients to `proc`; its RSS per client at rest.
 
     One client connects first (and `warm()` may run), so code paths and buffers a first
@@ -158,8 +160,12 @@ async def _fanout(plan: Plan, ps: Procs, url: str, stack: dict[str, Proc],
     gateway = _gateway(ps, url, "stream-fanout")
     pids = _pids(stack, gateway, redis_pid)
     ingest = stack["ingest"]
-    group, mem = await _hold(gateway, plan, ps.workdir,
-                             lambda: expect_ok(ingest, pacer.PATH, fill_ids(single_template())))
+    group, mem = await _hold(
+        gateway,
+        plan,
+        ps.workdir,
+        lambda: expect_ok(ingest, pacer.PATH, fill_ids(single_template())),
+    )
     try:
         steps = [await _step(plan, group, ingest, pids, offered)
                  for offered in plan.fanout_offered]  # fmt: skip
@@ -306,7 +312,9 @@ def _cpu(pids: dict[str, int], group: ReceiverGroup) -> dict[str, float]:
     return out
 
 
-def _cpu_share(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+def _cpu_share(
+    before: dict[str, float], after: dict[str, float], seconds: float
+) -> dict[str, float]:
     """Share of one core each process used during the window (1.0 = a whole core)."""
     if seconds <= 0:
         return {}

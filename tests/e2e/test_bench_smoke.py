@@ -64,7 +64,13 @@ def test_every_figure_was_measured_with_positive_numbers(smoke: tuple[dict, str]
 
 def test_side_by_side_figures_carry_their_reference(smoke: tuple[dict, str]) -> None:
     figures = smoke[0]["figures"]
-    for name in ("ingest_single", "ingest_batch", "aggregator", "shards_ingest", "shards_aggregator"):
+    for name in (
+        "ingest_single",
+        "ingest_batch",
+        "aggregator",
+        "shards_ingest",
+        "shards_aggregator",
+    ):
         assert figures[name]["reference"] > 0, name
         assert figures[name]["reference_name"], name
     for name in ("shards_ingest", "shards_aggregator"):  # 1 Redis and the cluster, CPU of each

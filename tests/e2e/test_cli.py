@@ -185,7 +185,9 @@ def test_commands_without_a_stack_say_so(env: dict[str, str]) -> None:
 
 
 def cluster_ports(data_dir: Path) -> list[int]:
-    return [int(p) for p in orjson.loads((data_dir / "cluster" / "layout.json").read_bytes())["ports"]]
+    return [
+        int(p) for p in orjson.loads((data_dir / "cluster" / "layout.json").read_bytes())["ports"]
+    ]
 
 
 def redis_children(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
@@ -259,7 +261,9 @@ def test_up_cluster_serves_the_stack_on_three_masters(env: dict[str, str], tmp_p
 
         tailed = run(env, "tail", "-n", "50")  # reads all 6 partitions (count from the data dir)
         assert tailed.returncode == 0, tailed.stderr
-        assert set(sessions) <= {orjson.loads(line)["command"] for line in tailed.stdout.splitlines()}
+        assert set(sessions) <= {
+            orjson.loads(line)["command"] for line in tailed.stdout.splitlines()
+        }
 
         frame = sse_frame_with(url, "live-on-cluster")
         assert frame.get("id")  # a resumable cursor, as on a single Redis

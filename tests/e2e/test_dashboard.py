@@ -37,7 +37,6 @@ from tests.helpers import free_port
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     yield from launch_chromium()

@@ -79,8 +79,10 @@ def test_tabs_share_one_connection_and_hand_it_over(
         leader.close()
         send(proc.url, "after-leader", 3)
         wait_until(
-            lambda: sorted(t.locator("html").get_attribute("data-live-role") for t in rest)
-            == ["follower", "leader"],
+            lambda: (
+                sorted(t.locator("html").get_attribute("data-live-role") for t in rest)
+                == ["follower", "leader"]
+            ),
             "a follower took over",
         )
         for tab in rest:

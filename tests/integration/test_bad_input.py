@@ -85,8 +85,19 @@ async def post(client: httpx.AsyncClient, path: str, body: bytes, **headers: str
         b'"event"',
     ],
     ids=[
-        "utf8", "surrogate", "nan", "inf", "-inf", "1e999", "bigint", "comma", "bom", "deep",
-        "empty", "null", "string",
+        "utf8",
+        "surrogate",
+        "nan",
+        "inf",
+        "-inf",
+        "1e999",
+        "bigint",
+        "comma",
+        "bom",
+        "deep",
+        "empty",
+        "null",
+        "string",
     ],
 )
 async def test_not_json_or_not_an_envelope_is_400(
@@ -141,7 +152,9 @@ async def test_the_deepest_accepted_event_goes_through_the_whole_pipeline(
     run = {**RUN, "input": deepest, "output": deepest, "name": "gpt-4o"}
     async with app_client(build_app(ctx, services)) as client:
         accepted = [
-            await client.post(WEBHOOK, json={**EVENT, "session_id": "s", "metadata": {"d": deepest}}),
+            await client.post(
+                WEBHOOK, json={**EVENT, "session_id": "s", "metadata": {"d": deepest}}
+            ),
             await client.post(LLMONITOR, json=[run, {**run, "event": "end"}]),
         ]
         assert [r.status_code for r in accepted] == [200, 200], accepted[-1].text
@@ -164,8 +177,10 @@ async def test_huge_numbers_and_strings_are_kept_intact(
     numbers = {"big": 18446744073709551616, "neg": -9223372036854775809, "tiny": 5e-324,
                "max": 1.7976931348623157e308, "exp": 1e308}  # fmt: skip
     body = {**EVENT, "id": "huge", "metadata": {"text": text, **numbers}}
-    assert (await post(client, WEBHOOK, json.dumps(body, ensure_ascii=False).encode())).status_code == 200
-    (_, fields), = await redis.xrange(keys.events_stream(0))
+    assert (
+        await post(client, WEBHOOK, json.dumps(body, ensure_ascii=False).encode())
+    ).status_code == 200
+    ((_, fields),) = await redis.xrange(keys.events_stream(0))
     stored = orjson.loads(fields[keys.EVENT_FIELD])
     assert stored["metadata"]["text"] == text
     assert stored["metadata"]["big"] == pytest.approx(1.8446744073709552e19)  # a JSON number
@@ -179,7 +194,7 @@ async def test_duplicate_keys_last_one_wins_once(client: httpx.AsyncClient, redi
     body = (b'{"id": "dup", "id": "dup2", "event_type": "request", "command": "a",'
             b' "status": "start", "status": "failed", "metadata": {"k": 1, "k": 2}}')  # fmt: skip
     assert (await post(client, WEBHOOK, body)).status_code == 200
-    (_, fields), = await redis.xrange(keys.events_stream(0))
+    ((_, fields),) = await redis.xrange(keys.events_stream(0))
     stored = orjson.loads(fields[keys.EVENT_FIELD])
     assert (stored["id"], stored["status"], stored["metadata"]) == ("dup2", "failed", {"k": 2})
 
@@ -238,9 +253,9 @@ async def test_cr_lf_in_event_fields_never_break_the_sse_framing(
     make_settings: Callable[..., Settings],
 ) -> None:
     async with (
-        gateway(make_settings()) as (base, _), httpx.AsyncClient(
-        base_url=base, timeout=10
-    ) as client, aconnect_sse(client, "GET", "/api/stream?events=event") as named,
+        gateway(make_settings()) as (base, _),
+        httpx.AsyncClient(base_url=base, timeout=10) as client,
+        aconnect_sse(client, "GET", "/api/stream?events=event") as named,
         aconnect_sse(client, "GET", "/api/events") as plain,
         client.stream("GET", "/api/stream?events=event") as raw,
     ):
@@ -273,9 +288,10 @@ async def test_cr_lf_in_event_fields_never_break_the_sse_framing(
 async def test_unsafe_feed_names_and_cursors_are_not_echoed(
     make_settings: Callable[..., Settings],
 ) -> None:
-    async with gateway(make_settings()) as (base, redis), httpx.AsyncClient(
-        base_url=base, timeout=10
-    ) as client:
+    async with (
+        gateway(make_settings()) as (base, redis),
+        httpx.AsyncClient(base_url=base, timeout=10) as client,
+    ):
         async with client.stream("GET", "/api/stream") as response:
             lines = response.aiter_lines()
             assert [await anext(lines) for _ in range(3)] == ["event: ping", "data: {}", ""]

@@ -98,6 +98,7 @@ async def test_history_is_arrival_order_when_the_ingest_clock_steps_back(
 def run_tree() -> list[tuple[str, dict[str, Any]]]:
     """A chain with an llm child and a tool child, from hosts whose clocks disagree: the child's
     clock is an hour behind, the parent's end is stamped before its start, epoch ms mixed in."""
+
     def lm(event: str, run: str, ts: Any, **extra: Any) -> tuple[str, dict[str, Any]]:
         return "/v1/runs/ingest", {"type": extra.pop("type", "chain"), "event": event, "app": APP,
                                    "runId": run, "timestamp": ts, **extra}  # fmt: skip

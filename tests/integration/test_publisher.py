@@ -168,7 +168,6 @@ async def test_replica_acks_wait_for_replicas_and_503_when_there_are_none(
     assert await redis.xlen(STREAM) == 3
 
 
-
 @pytest.mark.parametrize("parser", [_AsyncHiredisParser, _AsyncRESP2Parser])
 async def test_replies_are_read_in_order_with_refusals_returned(redis: Client, parser: Any) -> None:
     """`read_replies` takes them from hiredis's reader, or one by one with another parser."""

@@ -67,8 +67,15 @@ async def call(client: httpx.AsyncClient, method: str, path: str, **kw: Any) -> 
 
 async def test_write_routes_take_only_the_ingest_token(locked: httpx.AsyncClient) -> None:
     for path, body in WRITES:
-        for headers in ({}, bearer("wrong"), bearer(ADMIN), bearer(READ), bearer(INGEST + "x"),
-                        {"authorization": f"Basic {INGEST}"}, {"authorization": INGEST}):
+        for headers in (
+            {},
+            bearer("wrong"),
+            bearer(ADMIN),
+            bearer(READ),
+            bearer(INGEST + "x"),
+            {"authorization": f"Basic {INGEST}"},
+            {"authorization": INGEST},
+        ):
             unauthorized(await locked.post(path, json=body, headers=headers))
         unauthorized(await locked.post(path, json=body, params={"token": INGEST}))  # no URLs
         assert (await locked.post(path, json=body, headers=bearer(INGEST))).status_code == 200
@@ -232,8 +239,10 @@ async def within_one_second(send: Callable[[int], Any], count: int) -> list[http
 
 
 async def test_cors_only_for_the_configured_origins(make_settings: Callable[..., Settings]) -> None:
-    preflight = {"access-control-request-method": "POST",
-                 "access-control-request-headers": "authorization,content-type,x-signature-256"}
+    preflight = {
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization,content-type,x-signature-256",
+    }
     async with app_client(create_app(make_settings(), "all")) as client:  # default: no CORS
         response = await client.get("/api/stats", headers={"origin": "https://a.example"})
         assert "access-control-allow-origin" not in response.headers
@@ -262,8 +271,11 @@ async def test_cors_only_for_the_configured_origins(make_settings: Callable[...,
         ({"environment": "prod"}, ["ingest"], 2),
         ({"environment": "PRODUCTION"}, ["stream"], 1),
         ({"environment": "prod", "allow_insecure": True}, ["ingest"], 0),
-        ({"environment": "prod", "ingest_hmac_secret": SECRET, "admin_token": ADMIN},
-         ["ingest", "metrics"], 0),
+        (
+            {"environment": "prod", "ingest_hmac_secret": SECRET, "admin_token": ADMIN},
+            ["ingest", "metrics"],
+            0,
+        ),
         ({"environment": "prod", "ingest_token": "short", "admin_token": ADMIN}, ["ingest"], 1),
         ({"environment": "prod", "ingest_token": "", "admin_token": ADMIN}, ["ingest"], 1),
     ],

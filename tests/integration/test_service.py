@@ -14,7 +14,9 @@ pytestmark = pytest.mark.integration
 
 
 def _ctx(settings):
-    return Context(settings=settings, redis=connect(settings), registry=shared_metrics.new_registry())
+    return Context(
+        settings=settings, redis=connect(settings), registry=shared_metrics.new_registry()
+    )
 
 
 async def test_ops_routes_and_problem_404(settings) -> None:
@@ -46,8 +48,11 @@ async def test_dead_background_task_is_fatal(settings) -> None:
     async def crash() -> None:
         raise RuntimeError("boom")
 
-    app = build_app(_ctx(settings), [Service(name="w", tasks=[crash])],
-                    on_fatal=lambda name, exc: died.append(name))
+    app = build_app(
+        _ctx(settings),
+        [Service(name="w", tasks=[crash])],
+        on_fatal=lambda name, exc: died.append(name),
+    )
     async with app_client(app):
         for _ in range(100):
             if died:

@@ -98,7 +98,10 @@ async def test_a_dead_shard_stops_only_its_own_streams(
             assert orjson.loads((await stream.next()).data) == {"p": 0}
             await asyncio.to_thread(victim.kill)
             told = await stream.next(timeout=15)
-            assert (told.event, orjson.loads(told.data)) == ("unavailable", {"redis": "unavailable"})
+            assert (told.event, orjson.loads(told.data)) == (
+                "unavailable",
+                {"redis": "unavailable"},
+            )
             for p in alive:
                 await add(writer, keys.feed_stream(p), "run.created", {"p": p})
             got = [orjson.loads((await stream.next(timeout=15)).data)["p"] for _ in alive]

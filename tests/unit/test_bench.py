@@ -130,8 +130,12 @@ def _side(rate: float, **cpu: float) -> dict:
 
 
 def test_shard_bound_names_what_limits_it() -> None:
-    python_bound = [{"single": _side(1, ingest=0.97, redis=0.1),
-                     "cluster": _side(1, ingest=0.99, **{"redis-1": 0.04, "redis-2": 0.05})}]
+    python_bound = [
+        {
+            "single": _side(1, ingest=0.97, redis=0.1),
+            "cluster": _side(1, ingest=0.99, **{"redis-1": 0.04, "redis-2": 0.05}),
+        }
+    ]
     assert "the one ingest process" in facts.shard_bound(python_bound, "ingest")
     assert "0.97–0.99" in facts.shard_bound(python_bound, "ingest")
     redis_bound = [{"single": _side(1, aggregator=0.5, redis=0.95)}]
@@ -152,14 +156,21 @@ def test_facts_of_the_shards_figure() -> None:
     assert lines[2] == ("- Redis CPU per 100,000 events/s, all its servers, in cores: "
                         "0.50 (1 Redis), 0.16 (cluster); at that cost one redis-server "
                         "would use a whole core near 200,000 events/s")  # fmt: skip
-    assert lines[3] == "- exactly-once check: `/api/stats` total 100 of 100 (1 Redis), 100 of 100 (cluster)"
+    assert (
+        lines[3]
+        == "- exactly-once check: `/api/stats` total 100 of 100 (1 Redis), 100 of 100 (cluster)"
+    )
 
 
 def test_loader_routes_copies_as_ingest_does() -> None:
     watcher = {"id": "e1", "source": "webhook", "metadata": {"session_id": "S1-x0"}}
     lunary = {"id": "e2", "source": "llmonitor", "metadata": {"runId": "R1-x0"}}
     alone = {"id": "e3", "source": "webhook", "metadata": {}}
-    assert [loader.route(orjson.dumps(e)) for e in (watcher, lunary, alone)] == ["S1-x0", "R1-x0", "e3"]
+    assert [loader.route(orjson.dumps(e)) for e in (watcher, lunary, alone)] == [
+        "S1-x0",
+        "R1-x0",
+        "e3",
+    ]
 
 
 def test_plans_size_the_shards_figure() -> None:

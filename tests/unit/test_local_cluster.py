@@ -23,5 +23,8 @@ def test_a_layout_restarts_only_as_the_same_shape() -> None:
     assert mismatch(saved, 3, 1) is None
     assert mismatch(saved, 3, 0) == "it holds a cluster of 3 masters with 1 replicas each"
     assert mismatch(saved, 2, 1) is not None
-    assert mismatch({**saved, "ports": [1, 2]}, 3, 1) == "its layout.json lists the wrong number of ports"
+    assert (
+        mismatch({**saved, "ports": [1, 2]}, 3, 1)
+        == "its layout.json lists the wrong number of ports"
+    )
     assert mismatch({}, 3, 0) is not None

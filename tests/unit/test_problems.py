@@ -26,7 +26,9 @@ def test_large_values_are_not_echoed_whole() -> None:
     assert len(orjson.dumps(body)) < 1000
 
 
-@pytest.mark.parametrize("exc,status", [(Unavailable(), 503), (TooManyRequests(retry_after=3), 429)])
+@pytest.mark.parametrize(
+    "exc,status", [(Unavailable(), 503), (TooManyRequests(retry_after=3), 429)]
+)
 def test_retryable_errors_carry_retry_after(exc, status) -> None:
     response = from_error(exc, "/api/x")
     assert response.status_code == status
