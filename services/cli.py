@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import signal
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import logging as shared_logging
+from shared import runtime
 from shared.redis_server import EmbeddedRedis, RedisServerNotFound
 from shared.settings import PRODUCTION, Settings, load_settings, production_gaps
 
@@ -255,13 +255,7 @@ def _run(target: str, settings: Settings) -> int:
     # (as SIGINT already is KeyboardInterrupt) so `finally` blocks, e.g. stopping Redis, still run.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     log.info("llmwatch %s listening on http://%s:%d", target, settings.host, settings.port)
-    # Everything imported and built so far lives as long as the process: keep it out of every
-    # garbage collection. Otherwise the periodic full collections walk the whole framework's
-    # objects under load (~10 % of ingest's CPU in a profile). And collect the youngest
-    # generation every 10,000 allocations rather than 700: under load most young objects are
-    # requests still in flight, scanned again and again for nothing.
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
+    runtime.freeze_long_lived()  # everything imported and built so far lives as long as we do
     server.run()
     if not server.started and exit_code == 0:
         exit_code = 1  # e.g. port in use, or a lifespan start-up hook failed

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import secrets
@@ -32,7 +31,7 @@ from services.aggregator.batch import Entry
 from services.aggregator.bell import Bell, drain_outbox
 from services.aggregator.lane import Lane
 from services.aggregator.metrics import AggregatorMetrics
-from shared import keys
+from shared import keys, runtime
 from shared.redis import UNAVAILABLE, Client, per_slot_reads
 from shared.settings import Settings
 
@@ -47,17 +46,6 @@ def warm_up() -> None:
     cost.cost_usd("gpt-4o", 1, 1)
     for encoding in ("cl100k_base", "o200k_base"):
         tokens.count_text("warm up", encoding)
-
-
-def tune_gc() -> None:
-    """Keep the cyclic garbage collector off the hot path. The aggregator allocates a few dozen
-    short-lived objects per event (freed by reference counting, not by the collector); with the
-    default thresholds the collector still ran every ~700 allocations and rescanned the
-    process's large long-lived tables (BPE ranks, price database) every few thousand events:
-    a third of the aggregator's CPU. Freeze what is loaded now, collect the young less often.
-    Process-wide, and harmless to the other services of `llmwatch up`."""
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
 
 
 def consumer_name() -> str:
@@ -90,7 +78,7 @@ class Consumer:
     # --- running -------------------------------------------------------------------------
     async def run(self) -> None:
         await asyncio.to_thread(warm_up)
-        tune_gc()
+        runtime.freeze_long_lived()  # again: the tables warm_up just loaded
         helpers = [
             asyncio.create_task(self.bell.run(self.stopping)),
             asyncio.create_task(self._maintain()),

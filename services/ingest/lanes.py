@@ -114,7 +114,7 @@ class NodeLink:
             self.node.release(conn)
 
     async def close(self) -> None:
-        pass
+        """Nothing to close: the node's pool belongs to the cluster client, closed with it."""
 
 
 Link = PoolLink | NodeLink
