@@ -28,7 +28,7 @@ import redis as sync_redis
 
 from services.targets import create_app
 from shared.keys import EVENT_FIELD, events_stream, partition_for
-from shared.redis_server import EmbeddedCluster
+from shared.redis_server import EmbeddedCluster, EmbeddedRedis
 from shared.settings import Settings
 from tests.helpers import app_client
 from tests.loadgen import until
@@ -110,6 +110,16 @@ def owner_ports(url: str) -> dict[int, int]:
         client.close()
 
 
+def first_master_and_its_partitions(
+    cluster: EmbeddedCluster,
+) -> tuple[EmbeddedRedis, set[int], set[int]]:
+    """The first master (to kill), the partitions it holds, and the others."""
+    owners = owner_ports(cluster.url)
+    doomed = cluster.primaries[0]
+    dead = {p for p, port in owners.items() if port == doomed.port}
+    return doomed, dead, set(range(PARTITIONS)) - dead
+
+
 def stored_ids(url: str) -> Counter[str]:
     """Every event id in the partitions' streams, with its count."""
     client = sync_redis.RedisCluster.from_url(url.replace("+cluster", "", 1))
@@ -152,10 +162,7 @@ def replicated(tmp_path: Path) -> Iterator[EmbeddedCluster]:
 async def test_a_dead_master_refuses_only_its_partitions_and_ingest_recovers(
     cluster: EmbeddedCluster, tmp_path: Path
 ) -> None:
-    owners = owner_ports(cluster.url)
-    doomed = cluster.primaries[0]
-    dead = {p for p, port in owners.items() if port == doomed.port}
-    live = set(range(PARTITIONS)) - dead
+    doomed, dead, live = first_master_and_its_partitions(cluster)
     assert dead and live
     async with app_client(create_app(settings_for(cluster, tmp_path), "ingest")) as client:
         traffic = Traffic(client)
@@ -207,10 +214,7 @@ async def test_a_dead_master_refuses_only_its_partitions_and_ingest_recovers(
 async def test_failover_loses_no_event_acknowledged_with_replica_acks(
     replicated: EmbeddedCluster, tmp_path: Path
 ) -> None:
-    owners = owner_ports(replicated.url)
-    doomed = replicated.primaries[0]
-    dead = {p for p, port in owners.items() if port == doomed.port}
-    live = set(range(PARTITIONS)) - dead
+    doomed, dead, live = first_master_and_its_partitions(replicated)
     settings = settings_for(replicated, tmp_path, replica_acks=1)
     async with app_client(create_app(settings, "ingest")) as client:
         traffic = Traffic(client)
