@@ -29,6 +29,17 @@ async def app_client(
             yield client
 
 
+async def wait_ready(client: httpx.AsyncClient, timeout: float = 10.0) -> httpx.Response:
+    """/readyz once it says 200 (background tasks start with the lifespan, not before it):
+    the last answer if it never does, for the caller's assertion to show its checks."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        response = await client.get("/readyz")
+        if response.status_code == 200 or asyncio.get_running_loop().time() > deadline:
+            return response
+        await asyncio.sleep(0.05)
+
+
 @contextlib.asynccontextmanager
 async def live_server(app: FastAPI, port: int | None = None) -> AsyncIterator[str]:
     """The app served by uvicorn on 127.0.0.1, in this event loop. Yields its base URL."""

@@ -18,7 +18,7 @@ import pytest
 from services.ingest.auth import sign
 from services.targets import create_app
 from shared.settings import Settings, production_gaps
-from tests.helpers import app_client, live_server
+from tests.helpers import app_client, live_server, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +110,8 @@ async def test_read_routes_take_the_read_token_as_bearer_or_query(
 
 
 async def test_probes_and_the_page_stay_open(locked: httpx.AsyncClient) -> None:
+    ready = await wait_ready(locked)  # the feed reader and consumer group start with the app
+    assert ready.status_code == 200, ready.text
     for path in ("/healthz", "/readyz", "/metrics", "/"):
         assert (await locked.get(path)).status_code == 200, path
 
