@@ -18,6 +18,7 @@ from services.aggregator import deadletter, store
 from services.aggregator.deadletter import Letter
 from services.aggregator.fold import Prepared, prepare
 from services.aggregator.metrics import AggregatorMetrics
+from services.aggregator.runcache import Known, Publication, RunState
 from shared.notifications import Occurrence
 from shared.redis import Client
 from shared.settings import Settings
@@ -73,10 +74,15 @@ async def apply(
     consumer: str,
     batch: Batch,
     turn: Callable[[], Awaitable[object]] | None = None,
+    known: Known | None = None,
+    publish: Callable[[dict[str, RunState], list[Publication]], Publication] | None = None,
 ) -> list[Occurrence]:
-    """Commit the batch; returns the notifications to raise (already in the outbox)."""
+    """Commit the batch; returns the notifications to raise (already in the outbox). See
+    store.commit for `turn`, `known` and `publish`."""
     partition, prepared = batch.partition, batch.prepared
-    result = await store.commit(redis, settings, partition, prepared, batch.acks, turn)
+    result = await store.commit(
+        redis, settings, partition, prepared, batch.acks, turn, known, publish
+    )
     writes = result.writes
     metrics.conflicts.inc(result.conflicts)
     metrics.duplicates.inc(writes.duplicates)

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -35,6 +34,7 @@ from services.aggregator import batch as batches
 from services.aggregator.batch import Batch, Entry
 from services.aggregator.bell import Bell
 from services.aggregator.metrics import AggregatorMetrics
+from services.aggregator.runcache import Claim, RunCache
 from shared import keys
 from shared.redis import UNAVAILABLE, Client
 from shared.settings import Settings
@@ -72,7 +72,7 @@ class Lane:
         self.next_claim = 0.0
         self._prefetch: asyncio.Task[Read] | None = None
         self._inflight: dict[asyncio.Task[None], int] = {}  # commit task -> entries
-        self._runs: dict[tuple[int, str], asyncio.Task[None]] = {}  # last commit of each run
+        self._runs = RunCache(4 * settings.consumer_batch, min(120.0, settings.run_retention_s / 2))
         self._last: dict[int, asyncio.Task[None]] = {}  # last commit submitted per partition
         self._recovering: dict[str, str] | None = None  # stream -> next own-pending id
         self._failure: BaseException | None = None
@@ -132,8 +132,11 @@ class Lane:
                 more = await self._read(None if read else block_ms)
             for partition, entries in more.items():
                 read.setdefault(partition, []).extend(entries)
-            if read and not self.stopping.is_set():
-                # The next read travels while this batch is parsed and committed.
+            full = any(len(e) >= self.settings.consumer_batch for e in more.values())
+            if full and not self.stopping.is_set():
+                # More is waiting: the next read travels while this batch is parsed and
+                # committed. (Else the next step's blocking read, issued as soon as this batch
+                # is handed over, overlaps the commit as well, and costs no empty round trip.)
                 self._prefetch = asyncio.create_task(self._read(None))
         handled = 0
         for partition, entries in read.items():
@@ -167,38 +170,47 @@ class Lane:
     async def _submit(self, batch: Batch) -> None:
         if not len(batch) and not batch.letters:
             return
-        runs = batch.runs()
-        after = {self._runs[r] for r in runs if r in self._runs}
-        task = asyncio.create_task(self._commit(batch, after, self._last.get(batch.partition)))
+        claim, earlier = self._runs.claim(batch.partition, batch.prepared.run_ids())
+        previous = self._last.get(batch.partition)
+        task = asyncio.create_task(self._commit(batch, claim, earlier, previous))
         self._last[batch.partition] = task
         self._inflight[task] = len(batch)
-        for run in runs:
-            self._runs[run] = task
-        task.add_done_callback(self._finished(runs))
+        task.add_done_callback(self._finished)
         # Bound the work in flight: about two read batches.
         while sum(self._inflight.values()) > 2 * self.settings.consumer_batch:
             await asyncio.wait(list(self._inflight), return_when=asyncio.FIRST_COMPLETED)
 
-    def _finished(self, runs: list[tuple[int, str]]) -> Callable[[asyncio.Task[None]], None]:
-        def done(task: asyncio.Task[None]) -> None:
-            self._inflight.pop(task, None)
-            for partition, last in list(self._last.items()):
-                if last is task:
-                    del self._last[partition]
-            for run in runs:
-                if self._runs.get(run) is task:
-                    del self._runs[run]
-
-        return done
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+        for partition, last in list(self._last.items()):
+            if last is task:
+                del self._last[partition]
 
     async def _commit(
-        self, batch: Batch, after: set[asyncio.Task[None]], previous: asyncio.Task[None] | None
+        self,
+        batch: Batch,
+        claim: Claim,
+        earlier: list[Claim],
+        previous: asyncio.Task[None] | None,
     ) -> None:
         """Never raises: an error is kept for the loop, which backs off, then re-reads this
         consumer's pending entries (their delivery counts grow: a batch that keeps failing
         is dead-lettered, entry by entry, after max_deliveries)."""
-        if after:
-            await asyncio.wait(after)
+        try:
+            await self._apply(batch, claim, earlier, previous)
+        finally:
+            claim.folded.set()  # also when it failed before folding: nothing to wait for
+            claim.done.set()
+
+    async def _apply(
+        self,
+        batch: Batch,
+        claim: Claim,
+        earlier: list[Claim],
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        for other in earlier:  # their folds, not their commits: see runcache.py
+            await other.settled()
         if self._failure is not None:
             return  # an outage is being handled: the recovery re-reads these entries
         started = time.perf_counter()
@@ -207,9 +219,17 @@ class Lane:
             if previous is not None and not previous.done():
                 await asyncio.wait({previous})  # never raises: _commit keeps its errors
 
+        known = self._runs.known(batch.partition, batch.prepared.run_ids(), earlier)
         try:
             occurrences = await batches.apply(
-                self.redis, self.settings, self.metrics, self.name, batch, turn
+                self.redis,
+                self.settings,
+                self.metrics,
+                self.name,
+                batch,
+                turn,
+                known,
+                lambda states, sources: RunCache.publish(claim, states, sources),
             )
         except Exception as exc:
             if not isinstance(exc, UNAVAILABLE):

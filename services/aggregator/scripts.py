@@ -89,7 +89,7 @@ return out
 # per `run.*` entry (FEED below), whose data is {"run": view}, plus "error" for run.failed.
 # Every history item is also an `event` feed entry, written before the run entries, with the
 # same bytes. Numbers travel as strings (Lua's doubles never reformat one).
-# Returns 1 when written, 0 when a check failed (nothing written).
+# Returns {1, history size} when written, 0 when a check failed (nothing written).
 COMMIT = Script("""
 local FEED = {c = 'run.created', s = 'run.started', d = 'run.completed', f = 'run.failed',
   u = 'run.updated'}
@@ -264,7 +264,7 @@ for r = runs, runs + 9 * (nr - 1), 9 do
 end
 local no = count()
 chunked('HSET', KEYS[6], nil, ARGV, pos + 1, pos + 2 * no)
-return 1
+return {1, redis.call('ZCARD', KEYS[2])}
 """)
 
 # KEYS: history ids, history data, index registry. ARGV: entries to keep.

@@ -1,7 +1,8 @@
 """One partition's commit: the exactly-once step (I/O edge around `fold`).
 
     read    (one Lua call) which event ids of the batch are already applied, the stored runs
-            with their versions, the history size
+            with their versions; skipped when the lane already knows every run of the batch
+            (runcache.py) and the events are taken as new (the commit checks both)
     fold    (pure) -> one write set
     commit  (one Lua call, atomic) compare-and-set: if none of the events to apply got a marker
             meanwhile and no touched run changed version, acknowledge the entries (XACK) and
@@ -38,6 +39,8 @@ import orjson
 
 from services.aggregator import scripts
 from services.aggregator.fold import Prepared, RunChange, WriteSet, fold
+from services.aggregator.runcache import Known, Publication, RunState
+from services.aggregator.runs import Facts
 from shared import keys
 from shared.redis import Client
 from shared.settings import Settings
@@ -78,32 +81,86 @@ async def commit(
     prepared: Prepared,
     acks: Sequence[str] = (),
     turn: Callable[[], Awaitable[object]] | None = None,
+    known: Known | None = None,
+    publish: Callable[[dict[str, RunState], list[Publication]], Publication] | None = None,
 ) -> Commit:
     """Apply `prepared` exactly once and acknowledge its entries (plus `acks`, entries with
     nothing to apply) in the same atomic step. `turn`, awaited right before the write, lets the
-    caller order writes (the fold and the reads before it may overlap an earlier commit)."""
+    caller order writes (the fold and the reads before it may overlap an earlier commit).
+
+    `known` run states (runcache.py) are folded on instead of read, on the first attempt, if
+    their publications all landed by the time of the write; `publish` is handed the run states
+    of each fold before its write, and the publication is settled (landed or failed) after."""
     if not prepared.events:
         if acks:
             await redis.xack(keys.events_stream(partition), keys.AGGREGATOR_GROUP, *acks)
+        if publish is not None:
+            publish({}, []).settle(landed=True)  # nothing written, nothing claimed
         return Commit(WriteSet(failed=list(prepared.bad)), 0, 0)
     digests = prepared.digests()
     run_ids = prepared.run_ids()
     for attempt in range(MAX_ATTEMPTS):
+        guess = known if attempt == 0 and known is not None else None
         now = time.time()
         buckets, current = dedup_buckets(settings, now)
         bucket_keys = [keys.dedup_key(partition, b) for b in buckets]
-        applied, stored, versions, size = await _read(
-            redis, partition, bucket_keys, digests, run_ids
-        )
+        to_read = [r for r in run_ids if r not in guess.states] if guess else run_ids
+        if guess is not None and not to_read:
+            # Every run is known: no read at all. The events are taken as new; a re-sent one
+            # fails the commit's marker check, and the next attempt reads.
+            applied: set[str] = set()
+            stored: dict[str, tuple[Facts, dict[str, Any]]] = {}
+            versions: dict[str, str] = {}
+        else:
+            applied, stored, versions, _ = await _read(
+                redis, partition, bucket_keys, digests, to_read
+            )
+        if guess is not None:
+            for run_id, (facts, view, version) in guess.states.items():
+                stored[run_id], versions[run_id] = (facts, view), version
         writes = fold(prepared, applied, stored)
+        publication = None
+        if publish is not None:
+            states = _states(run_ids, stored, versions, writes)
+            publication = publish(states, guess.sources if guess else [])
         args = _commit_args(settings, partition, writes, current, bucket_keys, versions, acks)
         if turn is not None:
             await turn()
-        if await scripts.COMMIT(redis, _commit_keys(partition, current), args):
-            return Commit(writes, attempt, size + len(writes.history))
+        if guess is not None and not guess.valid():
+            if publication is not None:
+                publication.settle(landed=False)
+            continue  # an earlier commit did not land as it published: read, fold again
+        try:
+            landed = await scripts.COMMIT(redis, _commit_keys(partition, current), args)
+        except BaseException:
+            if publication is not None:
+                publication.settle(landed=False)  # maybe it did: the next batch reads it
+            raise
+        if publication is not None:
+            publication.settle(landed=bool(landed))
+        if landed:
+            return Commit(writes, attempt, int(landed[1]))
         # Someone applied one of these events or changed one of these runs meanwhile.
         await asyncio.sleep(random.uniform(0, 0.001 * (attempt + 1)))
     raise RuntimeError(f"partition {partition}: commit kept conflicting, will retry the batch")
+
+
+def _states(
+    run_ids: list[str],
+    stored: dict[str, tuple[Facts, dict[str, Any]]],
+    versions: dict[str, str],
+    writes: WriteSet,
+) -> dict[str, RunState]:
+    """Each run's state once `writes` land: its change, else what it was folded on."""
+    out: dict[str, RunState] = {}
+    for run_id in run_ids:
+        change = writes.runs.get(run_id)
+        if change is not None:
+            out[run_id] = (change.facts, change.view, str(change.facts["n"]))
+        elif run_id in stored:
+            facts, view = stored[run_id]
+            out[run_id] = (facts, view, versions[run_id])
+    return out
 
 
 async def _read(
