@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,8 +86,10 @@ class RunCache:
     def __init__(self, limit: int = 20_000, ttl_s: float = 120.0) -> None:
         self.limit = limit
         self.ttl_s = ttl_s
-        # (partition, run id) -> the latest claim on it, and when it was made
-        self._latest: dict[tuple[int, str], tuple[Claim, float]] = {}
+        # (partition, run id) -> the latest claim on it, and when it was made; oldest first.
+        # An OrderedDict: popping a plain dict's first items leaves holes that every later
+        # `next(iter(...))` walks over again.
+        self._latest: OrderedDict[tuple[int, str], tuple[Claim, float]] = OrderedDict()
 
     def claim(self, partition: int, run_ids: Iterable[str]) -> tuple[Claim, list[Claim]]:
         """A new commit's claim on `run_ids`, and the earlier claims on them it must wait for
@@ -96,9 +99,11 @@ class RunCache:
         earlier: dict[int, Claim] = {}
         for run_id in run_ids:
             key = (partition, run_id)
-            found = self._latest.pop(key, None)  # popped: re-inserted last (oldest stay first)
-            if found is not None and now - found[1] < self.ttl_s:
-                earlier[id(found[0])] = found[0]
+            found = self._latest.get(key)
+            if found is not None:
+                if now - found[1] < self.ttl_s:
+                    earlier[id(found[0])] = found[0]
+                self._latest.move_to_end(key)
             self._latest[key] = (mine, now)
         self._evict(now)
         return mine, list(earlier.values())
@@ -128,12 +133,11 @@ class RunCache:
         return publication
 
     def _evict(self, now: float) -> None:
-        while len(self._latest) > self.limit:
-            del self._latest[next(iter(self._latest))]
-        stale = []
-        for key, (_, at) in self._latest.items():  # oldest first: stop at the first fresh one
+        latest = self._latest
+        while len(latest) > self.limit:
+            latest.popitem(last=False)
+        while latest:
+            _, (_, at) = next(iter(latest.items()))
             if now - at < self.ttl_s:
                 break
-            stale.append(key)
-        for key in stale:
-            del self._latest[key]
+            latest.popitem(last=False)
