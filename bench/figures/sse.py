@@ -65,23 +65,22 @@ def run(plan: Plan) -> list[dict[str, Any]]:
     return out
 
 
-def _gateway(ps: Procs, url: str, name: str) -> Proc:
-    return ps.service("stream", url, name=name, settings=GATEWAY_SETTINGS)
-
-
-async def _latency(plan: Plan, ps: Procs, url: str, stack: dict[str, Proc],
-                   redis_pid: int) -> dict[str, Any]:  # fmt: skip
-    gateway = _gateway(ps, url, "stream-latency")
-    pids = _pids(stack, gateway, redis_pid)
-    group = ReceiverGroup(gateway.port or 0, plan.latency_clients, plan.latency_receivers,
+async def _latency_pass(
+    plan: Plan, ps: Procs, gateway: Proc, stack: dict[str, Proc], pids: dict[str, int],
+    clients: int, *, warm: bool = True,
+) -> tuple[ReceiverGroup, Any, dict[str, float], dict[str, Any]]:  # fmt: skip
+    """`clients` receivers on `gateway` while the sender POSTs `latency_rate` events/s for
+    `duration_s`: (the receivers, stopped, with their latencies; the send report; CPU shares;
+    the receivers' final counts)."""
+    group = ReceiverGroup(gateway.port or 0, clients, min(plan.latency_receivers, clients),
                           mode="latency", workdir=ps.workdir)  # fmt: skip
     try:
         await group.start()
-        if group.connected < plan.latency_clients:
-            raise RuntimeError(f"only {group.connected}/{plan.latency_clients} SSE clients "
+        if group.connected < clients:
+            raise RuntimeError(f"only {group.connected}/{clients} SSE clients "
                                f"connected (refused {group.refused}, errors {group.errors})")  # fmt: skip
         port = stack["ingest"].port or 0
-        if plan.warmup_s:
+        if warm and plan.warmup_s:
             await pacer.paced(port, rate=plan.latency_rate, duration=plan.warmup_s,
                               marker="bench_w")  # fmt: skip
         before = _cpu(pids, group)
@@ -91,8 +90,25 @@ async def _latency(plan: Plan, ps: Procs, url: str, stack: dict[str, Proc],
         final = await group.stop()
     finally:
         group.kill()
+    return group, sent, cpu, final
+
+
+def _gateway(ps: Procs, url: str, name: str) -> Proc:
+    return ps.service("stream", url, name=name, settings=GATEWAY_SETTINGS)
+
+
+async def _latency(plan: Plan, ps: Procs, url: str, stack: dict[str, Proc],
+                   redis_pid: int) -> dict[str, Any]:  # fmt: skip
+    gateway = _gateway(ps, url, "stream-latency")
+    pids = _pids(stack, gateway, redis_pid)
+    group, sent, cpu, final = await _latency_pass(plan, ps, gateway, stack, pids,
+                                                  plan.latency_clients)  # fmt: skip
     summary = stats.latency_summary(group.latencies())
     stages = _stages(url, sent.sent) | _gateway_stage(gateway)
+    light_clients = max(1, plan.latency_clients // 10)
+    light, _, light_cpu, _ = await _latency_pass(plan, ps, gateway, stack, pids, light_clients,
+                                                 warm=False)  # fmt: skip
+    light_summary = stats.latency_summary(light.latencies())
     expected = sent.ok * group.connected
     details = {
         "clients": group.connected, "receiver_processes": group.processes,
@@ -100,7 +116,15 @@ async def _latency(plan: Plan, ps: Procs, url: str, stack: dict[str, Proc],
         "expected_deliveries": expected, "deliveries": final["frames"],
         "dropped_clients": final["closed"], "latency": summary, "cpu_share": cpu,
         "stages": stages,
+        "light": {"clients": light.connected, "latency": light_summary, "cpu_share": light_cpu},
     }  # fmt: skip
+    if light_summary.get("count"):
+        details["notes"] = [
+            f"Diagnostic, same run and stack: with {light.connected} clients instead of "
+            f"{group.connected} (a tenth of the deliveries), p50 {light_summary['p50_ms']:.2f} ms, "
+            f"p99 {light_summary['p99_ms']:.2f} ms; CPU (cores): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in light_cpu.items())
+        ]
     if summary.get("count", 0) == 0:
         raise RuntimeError(f"no event reached the SSE clients ({details})")
     p50, p99 = summary["p50_ms"], summary["p99_ms"]
