@@ -7,15 +7,16 @@ is back, while the others go on.
 
     loop until `stopping`:
         every claim interval: XAUTOCLAIM entries idle > claim_idle_ms (dead consumers' work)
-        XREADGROUP `>` a batch (block consumer_block_ms); the next read is already in flight
-        per partition: parse, then commit as a task (batch.apply) once the earlier in-flight
-        commits touching the same runs are done; at most two batches' worth in flight
+        XREADGROUP `>` a batch (block consumer_block_ms); after a full one the next read is
+            already in flight
+        per partition: parse, then commit as a task (batch.apply) once the earlier commits
+            touching the same runs have folded; at most two batches' worth in flight
         after an outage: wait for in-flight work, then re-read this consumer's own pending
         entries (XREADGROUP from 0) before new ones
 
 Commits overlap: while one batch's script runs in Redis, the next batch is read and folded
-here. Two commits touching a run are ordered (the second reads what the first wrote), so they do
-not conflict with each other; commits of other replicas are caught by the commit's own
+here, on the run states the commits before it published (runcache.py), so two commits touching
+a run do not conflict with each other; commits of other replicas are caught by the commit's own
 compare-and-set. The writes of one partition's batches happen in the order they were read, so
 its feed (and the live dashboard) shows events in the order /api/history lists them.
 """
