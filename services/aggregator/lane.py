@@ -198,48 +198,39 @@ class Lane:
         consumer's pending entries (their delivery counts grow: a batch that keeps failing
         is dead-lettered, entry by entry, after max_deliveries)."""
         try:
-            await self._apply(batch, claim, earlier, previous)
+            for other in earlier:  # their folds, not their commits: see runcache.py
+                await other.settled()
+            if self._failure is not None:
+                return  # an outage is being handled: the recovery re-reads these entries
+            started = time.perf_counter()
+
+            async def turn() -> None:
+                if previous is not None and not previous.done():
+                    await asyncio.wait({previous})  # never raises: _commit keeps its errors
+
+            known = self._runs.known(batch.partition, batch.prepared.run_ids(), earlier)
+            try:
+                occurrences = await batches.apply(
+                    self.redis,
+                    self.settings,
+                    self.metrics,
+                    self.name,
+                    batch,
+                    turn,
+                    known,
+                    lambda states, sources: RunCache.publish(claim, states, sources),
+                )
+            except Exception as exc:
+                if not isinstance(exc, UNAVAILABLE):
+                    log.exception("aggregator: partition %d batch failed", batch.partition)
+                    self.metrics.failed.labels("commit").inc(len(batch))
+                self._failure = self._failure or exc
+                return
+            self.bell.put(batch.partition, occurrences)
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
         finally:
             claim.folded.set()  # also when it failed before folding: nothing to wait for
             claim.done.set()
-
-    async def _apply(
-        self,
-        batch: Batch,
-        claim: Claim,
-        earlier: list[Claim],
-        previous: asyncio.Task[None] | None,
-    ) -> None:
-        for other in earlier:  # their folds, not their commits: see runcache.py
-            await other.settled()
-        if self._failure is not None:
-            return  # an outage is being handled: the recovery re-reads these entries
-        started = time.perf_counter()
-
-        async def turn() -> None:
-            if previous is not None and not previous.done():
-                await asyncio.wait({previous})  # never raises: _commit keeps its errors
-
-        known = self._runs.known(batch.partition, batch.prepared.run_ids(), earlier)
-        try:
-            occurrences = await batches.apply(
-                self.redis,
-                self.settings,
-                self.metrics,
-                self.name,
-                batch,
-                turn,
-                known,
-                lambda states, sources: RunCache.publish(claim, states, sources),
-            )
-        except Exception as exc:
-            if not isinstance(exc, UNAVAILABLE):
-                log.exception("aggregator: partition %d batch failed", batch.partition)
-                self.metrics.failed.labels("commit").inc(len(batch))
-            self._failure = self._failure or exc
-            return
-        self.bell.put(batch.partition, occurrences)
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     # --- groups, reading, reclaiming -----------------------------------------------------
     async def ensure_groups(self) -> None:

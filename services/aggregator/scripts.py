@@ -111,13 +111,13 @@ local function chunked(cmd, key, extra, list, from, to)
     i = j + 1
   end
 end
--- ZADD key 0 m for the members ARGV[from], ARGV[from + step], ... up to ARGV[to] (score 0:
--- lexicographic order)
-local function zadd0(key, from, to, step)
+-- ZADD key 0 m (score 0: lexicographic order) for m = member(1) .. member(count), in calls of
+-- at most 2,000 members
+local function zadd0(key, count, member)
   local args, n = {}, 0
-  for k = from, to, step do
+  for i = 1, count do
     args[n + 1] = '0'
-    args[n + 2] = ARGV[k]
+    args[n + 2] = member(i)
     n = n + 2
     if n == 4000 then
       redis.call('ZADD', key, unpack(args, 1, n))
@@ -187,23 +187,15 @@ local nh = count()
 local history = pos + 1
 pos = pos + 2 * nh
 if nh > 0 then
-  zadd0(KEYS[2], history, pos, 2)
+  zadd0(KEYS[2], nh, function(i) return ARGV[history + 2 * (i - 1)] end)
   chunked('HSET', KEYS[3], nil, ARGV, history, pos)
 end
 for _ = 1, count() do
   local key, positions = ARGV[pos + 1], ARGV[pos + 2]
-  local args, n = {}, 0
-  for i = 1, #positions, 2 do
-    local hi, lo = string.byte(positions, i, i + 1)
-    args[n + 1] = '0'
-    args[n + 2] = ARGV[history + 2 * (hi * 256 + lo - 1)]
-    n = n + 2
-    if n == 4000 then
-      redis.call('ZADD', key, unpack(args, 1, n))
-      n = 0
-    end
-  end
-  if n > 0 then redis.call('ZADD', key, unpack(args, 1, n)) end
+  zadd0(key, #positions / 2, function(i)
+    local hi, lo = string.byte(positions, 2 * i - 1, 2 * i)
+    return ARGV[history + 2 * (hi * 256 + lo - 1)]
+  end)
   redis.call('SADD', KEYS[4], key)
   pos = pos + 2
 end
