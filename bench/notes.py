@@ -59,10 +59,14 @@ parsed every command), one watchdog timer per process instead of two timers per 
 plain-int metrics exported at scrape time, an inline check of well-formed events before the
 full validation, timestamps in the stored form kept as they are, a 200 built once, and
 `gc.freeze()` at start (full collections walked the whole framework: ~10 % of the CPU).
-*What would move it further:* a faster HTTP server than the reference's (granian), several
-ingest workers or replicas where cores allow (see the horizontal figure), Redis on a Unix
-socket when it is on the same host, and fewer Python frames per request (the HTTP-duration
-histogram and the Starlette Request object still cost ~2 µs).
+*Tried and left:* granian 2.8.7 (ASGI, one worker, uvloop; multi- and single-threaded
+runtimes) served the same ingest app slower than uvicorn here, 14.6–18.6k against 16.6–23.5k
+req/s in alternating runs: the Rust server does not make up for crossing into Python per request.
+*What would move it further:* several ingest workers or replicas where cores allow (see the
+horizontal figure), Redis on a Unix socket when it is on the same host, and fewer Python frames
+per request (the HTTP-duration histogram and the Starlette Request object still cost ~2 µs).
+Note that this machine's speed itself moves: the same pure-Python fold microbenchmark took 27
+and 46 µs per event in consecutive runs; only ratios measured side by side mean much.
 """,
     "ingest_batch": """
 **What bounds it: per-event Python work in one process.** With 100 events per request the
@@ -89,14 +93,24 @@ about one over their sum, less what overlapping commits hides (a commit folds in
 the previous one runs in Redis). The Redis command line counts what each 1,000 events cost;
 the py-spy lines show the aggregator's own share. A ratio of 0.3 to a drain that writes nothing
 is out of reach for this data model in one process.
+Where the script's time goes, measured by leaving one part out at a time (≈ 40 µs per event in
+all): the `run.*` feed entries ≈ 9 µs (1.6 per event in this mix, each carrying the whole run
+view), history ids and data ≈ 7, run hashes ≈ 6, history indexes ≈ 5, `event` feed entries
+≈ 2.5; the rest is the checks, markers, counters and acknowledgements.
 *Done:* commit scripts by SHA with flat arguments (no JSON decoding in Lua), the XACK inside the
 commit (one round trip less), pre-aggregated counters (one HINCRBY per distinct field), compact
 run records (index moves and feed entries as codes, the feed data built in Lua), commands packed
-by hiredis, overlapping commits of different runs, the garbage collector kept off the
-long-lived tables (it took a third of the CPU), lag from XINFO instead of XRANGE.
-*What would move it:* fewer Redis writes per event (history indexes by `source` and
-`event_type` answered by scanning instead of written; one `run.*` entry per run and batch), the
-fold in compiled code, Redis and the aggregator each on their own core, several aggregator
+by hiredis, the garbage collector kept off the long-lived tables (it took a third of the CPU),
+lag from XINFO instead of XRANGE, and overlapping commits also when they share runs: a batch
+folds on the run states the commits before it published (`services/aggregator/runcache.py`)
+instead of waiting for them to land and reading the runs back. Consecutive batches nearly always
+share the runs of the session that straddles them, so before that Python and Redis took turns
+(0.7 + 0.7 cores); it moved the figure by +15–30 % in alternating runs (12.3–13.0k → 14.5–17.6k
+events/s), and left the aggregator process the busier side (≈ 0.8 cores).
+*What would move it:* the fold in compiled code (it is the bound now: ≈ 45–65 µs of Python per
+event, spread over parsing, merging run facts, rendering views and encoding the commit),
+fewer Redis writes per event (history indexes by `source` and `event_type` answered by
+scanning instead of written; one `run.*` entry per run and batch), several aggregator
 processes (replicas share the partitions) and partitions spread over shards (the shards figure).
 """,
     "sse_latency": """
@@ -107,9 +121,17 @@ Redis' own clock: "POST → events stream" is ingest's share, the step to "POST 
 aggregator's, and the rest of the whole path is the gateway's (plus the receivers). On 2 cores,
 ingest, aggregator, gateway, Redis and the receivers also wait for each other's time slices,
 which is most of the tail.
-*What would move it:* a faster aggregator commit shortens the middle hop (the largest here);
-the gateway could follow the events stream itself for `/api/events`, leaving the feed hop to
-run and notification messages; more cores separate the processes.
+The diagnostic line runs a tenth of the clients on the same stack right after: the path's own
+latency when the cores are not saturated. At 100 clients and 1,000 events/s the six processes
+(with the receivers and the sender) keep about 1.8 of the 2 cores busy, so every hop's wake-up
+may wait for a core: p50 moved between 3.4 and 8.3 ms over runs of the same build today, while
+the 10-client pass stayed at 1.2–2.3 ms.
+*Done:* the aggregator no longer reads back runs it just wrote, nor issues an empty read after
+every short batch: at 1,000 single events/s its CPU fell from 0.49 to 0.32 cores (two round
+trips per event instead of four), which is CPU the other hops get.
+*What would move it:* more cores (it is a scheduling wait, not work), fewer processes on the path
+(the gateway following the events stream itself for `/api/events` would skip the aggregator
+hop, at the price of showing re-sent events twice and losing the history order).
 """,
     "sse_fanout": """
 **What bounds it: the gateway's one core.** Each frame is encoded once; each delivery is a
@@ -117,9 +139,13 @@ queue put plus a socket write per client, so deliveries/s is a per-client-per-fr
 step table shows the gateway's CPU share (1.0 = a whole core), whether clients kept up
 (delivered 100 %, lag near 0) and whether any was dropped as slow. Receivers are separate
 Python processes on the same cores. The py-spy lines (highest step) show the per-delivery path.
-*What would move it:* coalescing queued frames per client into one write, writing to the
-transport directly instead of through the ASGI `send` chain and middleware, and more gateway
-processes (the cursor lets any replica serve any client).
+*Tried and left:* the hub writing each frame straight to the sockets of clients whose writer was
+idle (skipping the writer task's wake-up): fan-out fell from ~199k to ~117k deliveries/s at
+1,000 clients. A writer woken a little late takes every frame queued meanwhile in one write;
+direct writes gave that batching up, one write per frame per client, which costs the gateway
+and the receivers more system calls than the wake-ups saved.
+*What would move it:* more gateway processes (the cursor lets any replica serve any client);
+the writes themselves (one system call per client per wake-up) are most of a delivery's cost.
 """,
     "gateway_rss_per_client": """
 **What bounds it: what each open stream keeps alive.** The bare ASGI SSE app under the same
