@@ -40,10 +40,6 @@ class Batch:
     def __len__(self) -> int:
         return len(self.prepared.events) + len(self.prepared.bad) + len(self.acks)
 
-    def runs(self) -> list[tuple[int, str]]:
-        """The runs this batch touches, as (partition, run id)."""
-        return [(self.partition, r) for r in self.prepared.run_ids()]
-
 
 def split(partition: int, entries: list[Entry], limit: int) -> Batch:
     letters: list[Letter] = []
