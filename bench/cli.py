@@ -40,11 +40,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     p.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md")
     p.add_argument("--keep-workdir", action="store_true", help="keep logs and data for a look")
+    p.add_argument(
+        "--render",
+        action="store_true",
+        help="measure nothing: rewrite the markdown from the JSON (after editing bench/notes.py)",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.render:
+        _write(args.markdown, report.render(json.loads(args.out.read_text())))
+        _log(f"wrote {args.markdown} from {args.out}")
+        return 0
     mode = "full" if args.full else "smoke" if args.smoke else "quick"
     groups = args.only.split(",") if args.only else GROUPS
     unknown = [g for g in groups if g not in GROUPS]

@@ -12,6 +12,7 @@ make bench FULL=1     # the full sizes: 5,000 SSE clients, growth to 1M stored e
 .venv/bin/python -m bench --only shards              # 1 Redis vs a 3-master cluster (< 1 min)
 .venv/bin/python -m bench --no-profile               # skip the py-spy passes
 .venv/bin/python -m bench --keep-workdir             # keep every server's log and data
+.venv/bin/python -m bench --render                   # rewrite BENCHMARKS.md from latest.json
 ```
 After each measured run, a py-spy pass (`py-spy record`, 200 Hz, non-blocking) samples the server
 under the same load again; its top functions are printed under the figure. They never touch the

@@ -3,12 +3,14 @@ and the BENCHMARKS.md rendering."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench import facts, loader, profile, report, stats, wrk
+from bench import cli, facts, loader, profile, report, stats, wrk
 from bench.bodies import PLACEHOLDER, batch_template, loader_group, paced_parts
 from bench.figures.common import fill_ids
 
@@ -109,6 +111,17 @@ def test_report_renders_table_hardware_and_notes() -> None:
     assert "| CPU X | 2 | 4.0 GiB |" in text
     assert "Not measured in this run: `boom`" in text
     assert "## How to reproduce" in text
+
+
+def test_render_rewrites_the_markdown_from_the_json_alone(tmp_path: Path) -> None:
+    results = {"mode": "full", "command": "make bench FULL=1", "generated_at": "then",
+               "duration_s": 1, "hardware": {"cpu_model": "CPU Y", "nproc": 2},
+               "figures": {"ingest_single": _figure()}}  # fmt: skip
+    out, markdown = tmp_path / "latest.json", tmp_path / "BENCHMARKS.md"
+    out.write_bytes(orjson.dumps(results))
+    assert cli.main(["--render", "--out", str(out), "--markdown", str(markdown)]) == 0
+    assert markdown.read_text() == report.render(results)  # the numbers of the JSON, as they were
+    assert orjson.loads(out.read_bytes()) == results  # untouched
 
 
 def test_facts_tolerate_missing_details() -> None:
