@@ -88,7 +88,7 @@ share a master.
 **What bounds it: CPU per event on both sides, on the same two cores.** The reference drain
 hands out and acknowledges entries and writes nothing: a few µs of Redis time per event. The
 aggregator must, per event, parse it, fold it (counters, run facts, history item) and encode
-its share of the commit in Python (about 40–50 µs of CPU here), and Redis must write a history
+its share of the commit in Python (about 45–65 µs of CPU here), and Redis must write a history
 member and its data, three history-index entries, a feed entry, a dedup marker and the XACK,
 plus per run and batch the run hash, its index moves and its `run.*` feed entries (about 40 µs
 here: half in the ZADDs and XADDs themselves, half in the commit script calling them). The

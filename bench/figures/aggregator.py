@@ -179,8 +179,9 @@ def _profile(
 ) -> dict[str, Any]:
     """A second batch of new events, drained under py-spy."""
     out = ps.workdir / "profile-aggregator.txt"
-    ids = loader.load(r, group, max(1000, plan.agg_events // 4), run="prof")
-    seconds = max(2.0, min(30.0, plan.agg_events / 20_000))
+    count = max(1000, plan.agg_events // 4)
+    ids = loader.load(r, group, count, run="prof")
+    seconds = max(2.0, min(30.0, count / 15_000))  # about the drain: idle samples say little
     spy = profile.start(agg.pid, seconds, out)
     wait_http(agg, "/healthz", 5)
     result = profile.finish(spy, out, seconds)
