@@ -74,10 +74,10 @@ async def cancel(*tasks: asyncio.Future[Any]) -> None:
 class Hub:
     def __init__(
         self, redis: Client, settings: Settings, metrics: StreamMetrics, stopping: asyncio.Event,
-        *, per_stream: bool | None = None, lanes: Client | None = None,
+        *, per_stream: bool | None = None, lanes: list[Client] | None = None,
     ) -> None:  # fmt: skip
         self.redis = redis  # start-up, epoch, replays
-        self.lanes = lanes or redis  # the lanes' blocking XREADs
+        self.lanes = lanes  # per feed stream, the client of its lane's blocking XREADs
         self.settings = settings
         self.metrics = metrics
         self.stopping = stopping
@@ -219,10 +219,11 @@ class Hub:
             self.streams[j].encode(): cursor.format_id(self._encoder.vector[j]).encode()
             for j in idxs
         }
+        client = self.lanes[idxs[0]] if self.lanes and len(idxs) == 1 else self.redis
         backoff = BACKOFF_MIN_S
         while not self.stopping.is_set():
             try:
-                reply = await self.lanes.xread(positions, count=READ_COUNT, block=BLOCK_MS)  # type: ignore[arg-type]
+                reply = await client.xread(positions, count=READ_COUNT, block=BLOCK_MS)  # type: ignore[arg-type]
             except Exception as exc:  # noqa: BLE001 - see _failed: any failed read is retried
                 self._failed(lane, exc)
                 await self._pause(backoff)
