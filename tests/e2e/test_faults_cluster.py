@@ -13,11 +13,12 @@ retry), with fresh event ids, so what a 200 promised can be checked event by eve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,24 @@ class Traffic:
 
         await asyncio.gather(*(worker(n) for n in range(workers)))
 
+    @contextlib.asynccontextmanager
+    async def loading(self) -> AsyncIterator[None]:
+        """`load` in the background, once it has had its first answers, until the block ends."""
+        stop = asyncio.Event()
+        task = asyncio.create_task(self.load(stop))
+        try:
+            await until(lambda: len(self.shots) > 50, timeout=10, every=0.02)
+            yield
+        finally:
+            stop.set()
+            await task
+
+    def accepted_since(self, partitions: set[int], since: float) -> bool:
+        """Has a request to one of `partitions`, sent after `since`, been acknowledged?"""
+        return any(
+            s.partition in partitions and s.status == 200 and s.started > since for s in self.shots
+        )
+
     def acked(self) -> list[str]:
         return [i for shot in self.shots if shot.status == 200 for i in shot.ids]
 
@@ -166,10 +185,7 @@ async def test_a_dead_master_refuses_only_its_partitions_and_ingest_recovers(
     assert dead and live
     async with app_client(create_app(settings_for(cluster, tmp_path), "ingest")) as client:
         traffic = Traffic(client)
-        stop = asyncio.Event()
-        load = asyncio.create_task(traffic.load(stop))
-        try:
-            await until(lambda: len(traffic.shots) > 50, timeout=10, every=0.02)
+        async with traffic.loading():
             await asyncio.to_thread(doomed.kill)
             killed_at = time.monotonic()
             # every shard's partitions keep being asked; the dead ones answer 503
@@ -182,18 +198,9 @@ async def test_a_dead_master_refuses_only_its_partitions_and_ingest_recovers(
             restart_at = time.monotonic()
             await asyncio.to_thread(doomed.start)
             # back by itself: a request to a once-dead partition is acknowledged again
-            await until(
-                lambda: any(
-                    s.partition in dead and s.status == 200 and s.started > restart_at
-                    for s in traffic.shots
-                ),
-                timeout=15, every=0.05,
-            )  # fmt: skip
+            await until(lambda: traffic.accepted_since(dead, restart_at), timeout=15, every=0.05)
             recovered_at = time.monotonic()
             await asyncio.sleep(0.5)
-        finally:
-            stop.set()
-            await load
 
     during = [s for s in traffic.shots if s.started > killed_at and s.ended < restart_at]
     assert {s.status for s in during if s.partition in live} == {200}, "a healthy shard failed"
@@ -218,10 +225,7 @@ async def test_failover_loses_no_event_acknowledged_with_replica_acks(
     settings = settings_for(replicated, tmp_path, replica_acks=1)
     async with app_client(create_app(settings, "ingest")) as client:
         traffic = Traffic(client)
-        stop = asyncio.Event()
-        load = asyncio.create_task(traffic.load(stop))
-        try:
-            await until(lambda: len(traffic.shots) > 50, timeout=10, every=0.02)
+        async with traffic.loading():
             await asyncio.to_thread(doomed.kill)
             killed_at = time.monotonic()
             # the replica takes over; its partitions answer again once it has a replica of
@@ -229,17 +233,8 @@ async def test_failover_loses_no_event_acknowledged_with_replica_acks(
             await until(lambda: promoted(replicated, doomed.port), timeout=15, every=0.1)
             await asyncio.to_thread(doomed.start)
             rejoined_at = time.monotonic()
-            await until(
-                lambda: any(
-                    s.partition in dead and s.status == 200 and s.started > rejoined_at
-                    for s in traffic.shots
-                ),
-                timeout=15, every=0.05,
-            )  # fmt: skip
+            await until(lambda: traffic.accepted_since(dead, rejoined_at), timeout=15, every=0.05)
             await asyncio.sleep(0.3)
-        finally:
-            stop.set()
-            await load
 
     during = [s for s in traffic.shots if s.started > killed_at and s.ended < rejoined_at]
     assert {s.status for s in during if s.partition in live} == {200}, "a healthy shard failed"
