@@ -39,32 +39,45 @@ class Script:
             return await redis.eval(self.text, len(keys), *keys, *args)
 
 
-# KEYS: history ids. ARGV: bucket count, marker bucket keys..., digests (16 characters each,
-# concatenated), run hash keys... Returns {applied flags ("0"/"1" per digest), history size,
-# f1, v1, n1, f2, v2, n2, ...}.
-LOAD = Script("""
-local nb = tonumber(ARGV[1])
-local blob = ARGV[nb + 2]
-local digests, flags = {}, {}
-for i = 1, #blob, 16 do
-  digests[#digests + 1] = string.sub(blob, i, i + 15)
-  flags[#flags + 1] = '0'
+# Both scripts check the batch's dedup markers against the window's bucket sets.
+MARKERS = """
+-- the 16-character digests concatenated in `blob`, as a list
+local function digests_of(blob)
+  local out = {}
+  for i = 1, #blob, 16 do out[#out + 1] = string.sub(blob, i, i + 15) end
+  return out
 end
-local nd = #digests
-for b = 2, nb + 1 do
-  if nd > 0 and redis.call('EXISTS', ARGV[b]) == 1 then
-    local i = 1
-    while i <= nd do
-      local j = math.min(nd, i + 3999)
-      local hits = redis.call('SMISMEMBER', ARGV[b], unpack(digests, i, j))
-      for k = 1, #hits do
-        if hits[k] == 1 then flags[i + k - 1] = '1' end
+-- call found(k) for each digests[k] in one of the sets ARGV[first..last] (SMISMEMBER in
+-- chunks: Lua's unpack has a stack limit)
+local function each_applied(digests, first, last, found)
+  if #digests == 0 then return end
+  for b = first, last do
+    if redis.call('EXISTS', ARGV[b]) == 1 then
+      local i = 1
+      while i <= #digests do
+        local j = math.min(#digests, i + 3999)
+        local hits = redis.call('SMISMEMBER', ARGV[b], unpack(digests, i, j))
+        for k = 1, #hits do
+          if hits[k] == 1 then found(i + k - 1) end
+        end
+        i = j + 1
       end
-      i = j + 1
     end
   end
 end
-local out = {table.concat(flags), redis.call('ZCARD', KEYS[1])}
+"""
+
+# KEYS: history ids (not read: it routes the call to the partition's shard). ARGV: bucket
+# count, marker bucket keys..., digests (16 characters each, concatenated), run hash keys...
+# Returns {applied flags ("0"/"1" per digest), f1, v1, n1, f2, v2, n2, ...}.
+LOAD = Script(
+    MARKERS
+    + """
+local nb = tonumber(ARGV[1])
+local digests, flags = digests_of(ARGV[nb + 2]), {}
+for k = 1, #digests do flags[k] = '0' end
+each_applied(digests, 2, nb + 1, function(k) flags[k] = '1' end)
+local out = {table.concat(flags)}
 for r = nb + 3, #ARGV do
   local fvn = redis.call('HMGET', ARGV[r], 'f', 'v', 'n')
   out[#out + 1] = fvn[1] or ''
@@ -72,7 +85,8 @@ for r = nb + 3, #ARGV do
   out[#out + 1] = fvn[3] or '0'
 end
 return out
-""")
+"""
+)
 
 # KEYS: 1 stats, 2 history ids, 3 history data, 4 history index registry, 5 feed, 6 outbox,
 # 7 marker set of this bucket, 8 run index registry, 9 events stream.
@@ -90,7 +104,9 @@ return out
 # Every history item is also an `event` feed entry, written before the run entries, with the
 # same bytes. Numbers travel as strings (Lua's doubles never reformat one).
 # Returns {1, history size} when written, 0 when a check failed (nothing written).
-COMMIT = Script("""
+COMMIT = Script(
+    MARKERS
+    + """
 local FEED = {c = 'run.created', s = 'run.started', d = 'run.completed', f = 'run.failed',
   u = 'run.updated'}
 local pos = 10
@@ -127,8 +143,7 @@ local function zadd0(key, count, member)
   if n > 0 then redis.call('ZADD', key, unpack(args, 1, n)) end
 end
 
-local markers = {}
-for i = 1, #ARGV[10], 16 do markers[#markers + 1] = string.sub(ARGV[10], i, i + 15) end
+local markers = digests_of(ARGV[10])
 local nb = count()
 local buckets = pos + 1
 pos = pos + nb
@@ -141,20 +156,9 @@ pos = pos + 9 * nr
 
 -- compare-and-set: nothing is written if, since the caller read them, one of these events was
 -- applied by someone else or one of these runs changed (their version `n` moved)
-if #markers > 0 then
-  for b = buckets, buckets + nb - 1 do
-    if redis.call('EXISTS', ARGV[b]) == 1 then
-      local i = 1
-      while i <= #markers do
-        local j = math.min(#markers, i + 3999)
-        for _, hit in ipairs(redis.call('SMISMEMBER', ARGV[b], unpack(markers, i, j))) do
-          if hit == 1 then return 0 end
-        end
-        i = j + 1
-      end
-    end
-  end
-end
+local applied = false
+each_applied(markers, buckets, buckets + nb - 1, function() applied = true end)
+if applied then return 0 end
 for r = runs, runs + 9 * (nr - 1), 9 do
   if (redis.call('HGET', ARGV[9] .. ARGV[r], 'n') or '0') ~= ARGV[r + 1] then return 0 end
 end
@@ -257,7 +261,8 @@ end
 local no = count()
 chunked('HSET', KEYS[6], nil, ARGV, pos + 1, pos + 2 * no)
 return {1, redis.call('ZCARD', KEYS[2])}
-""")
+"""
+)
 
 # KEYS: history ids, history data, index registry. ARGV: entries to keep.
 TRIM_HISTORY = Script("""

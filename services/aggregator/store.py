@@ -104,7 +104,7 @@ async def commit(
         now = time.time()
         buckets, current = dedup_buckets(settings, now)
         bucket_keys = [keys.dedup_key(partition, b) for b in buckets]
-        to_read = [r for r in run_ids if r not in guess.states] if guess else run_ids
+        to_read = [r for r in run_ids if r not in guess.states] if guess is not None else run_ids
         if guess is not None and not to_read:
             # Every run is known: no read at all. The events are taken as new; a re-sent one
             # fails the commit's marker check, and the next attempt reads.
@@ -112,9 +112,7 @@ async def commit(
             stored: dict[str, tuple[Facts, dict[str, Any]]] = {}
             versions: dict[str, str] = {}
         else:
-            applied, stored, versions, _ = await _read(
-                redis, partition, bucket_keys, digests, to_read
-            )
+            applied, stored, versions = await _read(redis, partition, bucket_keys, digests, to_read)
         if guess is not None:
             for run_id, (facts, view, version) in guess.states.items():
                 stored[run_id], versions[run_id] = (facts, view), version
@@ -165,11 +163,11 @@ def _states(
 
 async def _read(
     redis: Client, partition: int, bucket_keys: list[str], digests: list[str], run_ids: list[str]
-) -> tuple[set[str], dict[str, tuple[dict[str, Any], dict[str, Any]]], dict[str, str], int]:
+) -> tuple[set[str], dict[str, tuple[dict[str, Any], dict[str, Any]]], dict[str, str]]:
     args: list[Any] = [len(bucket_keys), *bucket_keys, "".join(digests)]
     args += [keys.run_key(partition, r) for r in run_ids]
     reply = await scripts.LOAD(redis, (keys.history_ids(partition),), args)
-    flags, size, runs = reply[0], int(reply[1]), reply[2:]
+    flags, runs = reply[0], reply[1:]
     applied = {d for d, flag in zip(digests, flags, strict=True) if flag == 49}  # b"1"
     stored = {}
     versions = {}
@@ -179,7 +177,7 @@ async def _read(
         versions[run_id] = version.decode()
         if facts and view:
             stored[run_id] = (orjson.loads(facts), orjson.loads(view))
-    return applied, stored, versions, size
+    return applied, stored, versions
 
 
 def _commit_keys(p: int, bucket: int) -> list[str]:
